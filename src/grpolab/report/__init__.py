@@ -1,0 +1,1 @@
+"""Where a run's numbers go: JSONL files in the run directory and the console."""

@@ -1,0 +1,154 @@
+import json
+import signal
+
+import pytest
+import torch
+
+from grpolab.checkpoint import latest_checkpoint
+from grpolab.config import Config
+from grpolab.models import load_model
+from grpolab.report.jsonl import read_jsonl
+from grpolab.trainer import train
+from grpolab.update import NonFiniteLoss, UpdateBatch, policy_update
+
+STEP_KEYS = {"step", "reward", "reward_std", "reward_test_vowels", "zero_variance_frac", "completion_length",
+             "truncated_frac", "clip_fraction", "entropy", "grad_norm", "loss", "gen_tokens_per_s", "step_seconds",
+             "train_seconds", "lr", "rows_trained", "self_check_rate", "format_rate", "kl"}
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "weights.safetensors"))
+
+
+def test_two_step_smoke(tiny_cfg, tiny_model_dir):
+    cfg = tiny_cfg(run_name="smoke")
+    before, _ = load_model(cfg.model)
+    result = train(cfg)
+    run = result.run_dir
+    assert json.loads((run / "config.json").read_text()) == cfg.to_dict()
+    records = read_jsonl(run / "metrics.jsonl")
+    steps = [r for r in records if "reward" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    for r in steps:
+        assert STEP_KEYS <= set(r), STEP_KEYS - set(r)
+        assert torch.isfinite(torch.tensor(r["loss"])) and r["rows_trained"] > 0
+    evals = [r for r in records if "eval_accuracy" in r]
+    assert [r["step"] for r in evals] == [0, 2]
+    rollouts = read_jsonl(run / "rollouts.jsonl")
+    assert len(rollouts) == 2 * 2 * 4 and {"completion", "reward", "advantage", "rewards"} <= set(rollouts[0])
+    ckpt = latest_checkpoint(run / "checkpoints")
+    assert ckpt is not None and ckpt.name == "step-000002"
+    trained = _weights(ckpt)
+    changed = [n for n, p in before.named_parameters() if not torch.equal(p.detach(), trained[n])]
+    assert len(changed) == len(trained)  # every trainable tensor moved
+    # the exported model loads with plain transformers and generates
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    m = AutoModelForCausalLM.from_pretrained(result.final_dir)
+    tok = AutoTokenizer.from_pretrained(result.final_dir)
+    out = m.generate(**tok("What is 1 + 1?", return_tensors="pt"), max_new_tokens=3, do_sample=False)
+    assert out.shape[1] > 0
+    assert json.loads((run / "summary.json").read_text())["steps"] == 2
+
+
+def _batch(n_groups=2, G=4, T=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 200, (n_groups * G, T), generator=g)
+    mask = torch.ones(n_groups * G, T)
+    mask[1, 3:] = 0
+    mask[5, 2:] = 0
+    adv = torch.randn(n_groups * G, generator=g)
+    adv[G:] = 0.0  # the second group has zero variance
+    prompts = [[1, 5, 6] if r < G else [1, 9, 9, 9] for r in range(n_groups * G)]
+    return UpdateBatch(prompts, ids, mask, adv, None, T)
+
+
+@pytest.mark.parametrize("aggregation", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+def test_micro_batches_give_the_same_update(tiny_model_dir, aggregation):
+    cfg = Config.from_flat(model=str(tiny_model_dir), loss_aggregation=aggregation, beta=0.0)
+    deltas = []
+    for micro in (0, 1, 3):
+        model, tok = load_model(cfg.model)
+        start = {n: p.detach().clone() for n, p in model.named_parameters()}
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+        stats = policy_update(model, _batch(), cfg.algo, opt, sched, temperature=1.0, pad_id=tok.pad_token_id,
+                              micro_batch=micro, grad_clip=0.0)
+        assert stats["rows_trained"] == 4  # the zero-advantage group skipped forward and backward
+        deltas.append({n: p.detach() - start[n] for n, p in model.named_parameters()})
+    for other in deltas[1:]:
+        for n in deltas[0]:
+            torch.testing.assert_close(other[n], deltas[0][n], rtol=0, atol=1e-6)
+
+
+def test_nonfinite_loss_leaves_weights_unchanged(tiny_model_dir):
+    cfg = Config.from_flat(model=str(tiny_model_dir), beta=0.0)
+    model, tok = load_model(cfg.model)
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    batch = _batch()
+    batch.advantages[0] = float("nan")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    with pytest.raises(NonFiniteLoss):
+        policy_update(model, batch, cfg.algo, opt, sched, temperature=1.0, pad_id=tok.pad_token_id, micro_batch=0,
+                      grad_clip=1.0)
+    assert all(torch.equal(p, start[n]) for n, p in model.named_parameters())
+
+
+def _step_records(run):
+    drop = {"train_seconds", "step_seconds", "update_seconds", "gen_seconds", "gen_tokens_per_s", "eval_seconds"}
+    return [{k: v for k, v in r.items() if k not in drop} for r in read_jsonl(run / "metrics.jsonl")]
+
+
+@pytest.mark.parametrize("engine", ["fast", "hf"])
+def test_resume_reproduces_an_uninterrupted_run(tiny_cfg, engine):
+    straight = train(tiny_cfg(run_name=f"straight-{engine}", steps=4, engine=engine, export=False))
+    part = train(tiny_cfg(run_name=f"part-{engine}", steps=2, engine=engine, export=False))
+    resumed = train(None, resume=part.run_dir, overrides={"steps": 4})
+    a = _weights(latest_checkpoint(straight.run_dir / "checkpoints"))
+    b = _weights(latest_checkpoint(resumed.run_dir / "checkpoints"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ra = [r for r in _step_records(straight.run_dir) if "reward" in r]
+    rb = [r for r in _step_records(resumed.run_dir) if "reward" in r]
+    assert ra == rb
+    assert read_jsonl(straight.run_dir / "rollouts.jsonl") == read_jsonl(resumed.run_dir / "rollouts.jsonl")
+
+
+def test_ctrl_c_stops_after_the_step_with_a_checkpoint(tiny_cfg):
+    def interrupt(record):
+        if record["step"] == 1:
+            signal.raise_signal(signal.SIGINT)
+
+    result = train(tiny_cfg(run_name="ctrlc", steps=5), on_step=interrupt)
+    assert result.interrupted and result.steps_done == 1
+    assert latest_checkpoint(result.run_dir / "checkpoints").name == "step-000001"
+    done = train(None, resume=result.run_dir)
+    assert done.steps_done == 5 and not done.interrupted
+
+
+def test_lora_trains_only_adapters_and_exports_merged(tiny_cfg):
+    result = train(tiny_cfg(run_name="lora", lora_rank=4, lr=1e-2))
+    weights = _weights(latest_checkpoint(result.run_dir / "checkpoints"))
+    assert weights and all("lora_" in k for k in weights)
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(result.final_dir)
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+
+
+def test_kl_with_full_finetune_uses_a_frozen_reference(tiny_cfg):
+    result = train(tiny_cfg(run_name="kl", beta=0.1, steps=2))
+    steps = [r for r in read_jsonl(result.run_dir / "metrics.jsonl") if "reward" in r]
+    assert steps[0]["kl"] == pytest.approx(0.0, abs=1e-6)  # first step: policy == reference
+    assert steps[1]["kl"] > 0
+
+
+def test_filtering_zero_variance_groups_resamples(tiny_cfg):
+    # Every completion of the random model scores 0 on 'correct': all groups have zero variance.
+    result = train(tiny_cfg(run_name="filter", rewards="correct", zero_variance="filter", resample_budget=3,
+                            steps=1, export=False))
+    rec = [r for r in read_jsonl(result.run_dir / "metrics.jsonl") if "reward" in r][0]
+    assert rec["groups_sampled"] == 5 and rec["groups_filtered"] == 5 and rec["groups_resampled"] == 3
+    assert rec["rows_trained"] == 0
