@@ -92,3 +92,10 @@ def test_bad_toml_is_a_user_error(tmp_path):
     f.write_text("group_size = = 3")
     with pytest.raises(UserError, match="not valid TOML"):
         Config.from_file(f)
+
+
+def test_int8_rollouts_turn_on_truncated_importance_sampling():
+    assert Config.from_flat(rollout_quant="int8").algo.tis_cap == 2.0
+    assert Config.from_flat(rollout_quant="int8", tis_cap=3.0).algo.tis_cap == 3.0
+    assert Config.from_flat(rollout_quant="int8", tis_cap=0).algo.tis_cap == 0.0
+    assert Config.from_flat().algo.tis_cap == 0.0

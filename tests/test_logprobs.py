@@ -15,13 +15,21 @@ def _naive(model, prompts, ids, mask, temperature, pad):
     return tok_lp, ent
 
 
-@pytest.fixture(scope="module")
-def batch(tiny_model_dir):
+@pytest.fixture(scope="module", params=["distinct", "shared"])
+def batch(request, tiny_model_dir):
+    """Rows with distinct prompts (one pass per row) or groups sharing prompts (one prompt pass per group)."""
     model, tok = load_model(Config.from_flat(model=str(tiny_model_dir)).model)
     g = torch.Generator().manual_seed(0)
-    prompts = [[1, 5, 6, 7], [1, 9], [1, 5, 6, 7, 8, 9, 10]]
-    ids = torch.randint(3, 200, (3, 6), generator=g)
-    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 0, 0]], dtype=torch.float32)
+    if request.param == "distinct":
+        prompts = [[1, 5, 6, 7], [1, 9], [1, 5, 6, 7, 8, 9, 10]]
+    else:
+        prompts = [[1, 5, 6, 7], [1, 9], [1, 5, 6, 7], [1, 9], [1, 5, 6, 7, 8, 9, 10], [1, 9]]
+    n = len(prompts)
+    ids = torch.randint(3, 200, (n, 6), generator=g)
+    mask = torch.ones(n, 6)
+    mask[1, 3:] = 0
+    mask[2, 4:] = 0
+    mask[n - 1, 1:] = 0
     return model, tok.pad_token_id, prompts, ids, mask
 
 
@@ -66,3 +74,31 @@ def test_lora_reference_is_the_base_model(tiny_model_dir, batch):
         base_lp, _ = token_logprobs(base, prompts, ids, mask, 1.0, pad)
     torch.testing.assert_close(without, base_lp, rtol=0, atol=1e-6)
     assert (with_adapter - without).abs().max() > 1e-3
+
+
+def test_threshold_mask_gradients_equal_the_naive_ones(batch):
+    model, pad, prompts, ids, mask = batch
+    g = torch.Generator().manual_seed(1)
+    thr = torch.randn(ids.shape, generator=g) * 0.3  # keeps roughly half the vocabulary
+    weights = torch.linspace(-1, 1, ids.numel()).view(ids.shape)
+
+    def naive(model, prompts, ids, mask, temperature, pad):
+        full, attn, pos, P = pack_rows(prompts, ids, mask, pad)
+        logits = model(input_ids=full, attention_mask=attn, position_ids=pos).logits.float() / temperature
+        logits = logits[:, P - 1:P - 1 + ids.shape[1]]
+        drop = (logits < thr[..., None]).scatter(2, ids[..., None], False)
+        lp = logits.masked_fill(drop, float("-inf")).log_softmax(-1)
+        return lp.gather(2, ids[..., None]).squeeze(-1) * mask, None
+
+    def ours(model, prompts, ids, mask, temperature, pad):
+        return token_logprobs(model, prompts, ids, mask, temperature, pad, keep_threshold=thr)
+
+    results = []
+    for fn in (ours, naive):
+        model.zero_grad()
+        lp, _ = fn(model, prompts, ids, mask, 0.9, pad)
+        (lp * weights).sum().backward()
+        results.append((lp.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=1e-5)
+    for name in results[1][1]:
+        torch.testing.assert_close(results[0][1][name], results[1][1][name], rtol=0, atol=1e-5, msg=name)

@@ -115,3 +115,27 @@ def test_int8_engine_follows_the_masks_and_stays_close(setup):
         logp, _ = token_logprobs(model, rows_prompts, ro.completion_ids, ro.mask, 1.0, tok.pad_token_id)
     mismatch = ((ro.sampler_logp - logp).abs() * ro.mask).sum() / ro.mask.sum()
     assert float(mismatch) < 0.1  # int8 weights: a small, nonzero train/sample mismatch
+
+
+@pytest.mark.parametrize("top_k,top_p", [(20, 1.0), (0, 0.8), (30, 0.9)])
+def test_keep_sampling_mask_reproduces_the_sampler_distribution(setup, top_k, top_p):
+    """Scoring with the sampler's kept-set thresholds gives the warped (renormalised) log-probs it sampled from."""
+    model, tok, prompts = setup
+    p = SamplingParams(group_size=4, max_new_tokens=10, temperature=0.8, top_p=top_p, top_k=top_k)
+    ro = FastCPUEngine(model, eos_token_ids(model, tok), tok.pad_token_id).generate(
+        prompts, p, torch.Generator().manual_seed(5))
+    assert ro.keep_threshold is not None
+    rows_prompts = [ro.row_prompt(r) for r in range(ro.num_rows)]
+    with torch.no_grad():
+        masked, _ = token_logprobs(model, rows_prompts, ro.completion_ids, ro.mask, 0.8, tok.pad_token_id,
+                                   keep_threshold=ro.keep_threshold)
+        plain, _ = token_logprobs(model, rows_prompts, ro.completion_ids, ro.mask, 0.8, tok.pad_token_id)
+    torch.testing.assert_close(masked, ro.sampler_logp, rtol=0, atol=2e-5)
+    assert ((masked - plain) * ro.mask >= -1e-6).all() and (masked - plain).max() > 1e-3  # renormalised upwards
+
+
+def test_no_thresholds_without_warping(setup):
+    model, tok, prompts = setup
+    ro = FastCPUEngine(model, eos_token_ids(model, tok), tok.pad_token_id).generate(
+        prompts, SamplingParams(2, 4, 1.0), torch.Generator().manual_seed(6))
+    assert ro.keep_threshold is None

@@ -152,3 +152,15 @@ def test_filtering_zero_variance_groups_resamples(tiny_cfg):
     rec = [r for r in read_jsonl(result.run_dir / "metrics.jsonl") if "reward" in r][0]
     assert rec["groups_sampled"] == 5 and rec["groups_filtered"] == 5 and rec["groups_resampled"] == 3
     assert rec["rows_trained"] == 0
+
+
+def test_int8_rollouts_log_the_mismatch(tiny_cfg):
+    result = train(tiny_cfg(run_name="int8", rollout_quant="int8", steps=1, export=False))
+    rec = [r for r in read_jsonl(result.run_dir / "metrics.jsonl") if "reward" in r][0]
+    assert 0 < rec["sampler_mismatch_kl"] < 0.5 and 0 <= rec["tis_capped_frac"] <= 1
+
+
+def test_keep_sampling_mask_trains_with_top_k(tiny_cfg):
+    result = train(tiny_cfg(run_name="keepmask", recipe="deepseek-v3.2", top_k=20, steps=1, export=False))
+    rec = [r for r in read_jsonl(result.run_dir / "metrics.jsonl") if "reward" in r][0]
+    assert rec["sampler_mismatch_kl"] < 1e-6  # fp32 sampler, same kept sets: no mismatch

@@ -142,9 +142,17 @@ def per_token_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch
     else:
         raise ValueError(f"unknown objective {spec.objective!r}")
 
-    if spec.tis_cap > 0 and sampler_logp is not None:
-        # Truncated importance sampling: correct for the sampler differing from the training policy.
-        loss = loss * torch.exp(old_logp - sampler_logp).clamp(max=spec.tis_cap).detach()
+    stats: dict[str, torch.Tensor] = {}
+    if sampler_logp is not None:
+        # How far the sampler (e.g. int8 weights) is from the policy that is trained: KL(sampler || policy),
+        # k3 estimate from the sampled tokens (non-negative).
+        log_w = (old_logp - sampler_logp).detach()
+        stats["sampler_mismatch_kl"] = masked_mean(torch.exp(log_w) - 1 - log_w, mask)
+        if spec.tis_cap > 0:
+            # Truncated importance sampling: reweight by pi_old / pi_sampler, capped.
+            weight = torch.exp(log_w)
+            stats["tis_capped_frac"] = masked_mean((weight > spec.tis_cap).to(logp.dtype), mask)
+            loss = loss * weight.clamp(max=spec.tis_cap)
 
     keep = torch.ones_like(adv)
     if spec.offpolicy_mask_delta > 0:
@@ -152,11 +160,11 @@ def per_token_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch
         keep = 1.0 - ((adv < 0) & (drift > spec.offpolicy_mask_delta)).to(logp.dtype)
         loss = loss * keep
 
-    stats: dict[str, torch.Tensor] = {
+    stats.update({
         "clip_fraction": masked_mean(clipped_tokens, mask).detach(),
         "ratio_mean": masked_mean(ratio.detach(), mask),
         "offpolicy_masked": (1.0 - keep).mean().detach(),
-    }
+    })
     if spec.beta > 0:
         if ref_logp is None:
             raise ValueError("beta > 0 needs reference log-probs")

@@ -32,6 +32,7 @@ class Group:
     mask: torch.Tensor  # (G, T)
     truncated: torch.Tensor  # (G,)
     sampler_logp: torch.Tensor | None  # (G, T)
+    keep_threshold: torch.Tensor | None  # (G, T) sampler's top-k/top-p threshold, when it warped
     texts: list[str]
     scores: dict[str, list[float]]  # term -> (G,)
     rewards: torch.Tensor  # (G,) weighted total, overlong penalty included
@@ -58,7 +59,8 @@ def _split(ro: Rollouts, examples: Sequence[Example], texts: list[str], scores: 
     for b, ex in enumerate(examples):
         rows = slice(b * G, (b + 1) * G)
         out.append(Group(ex, ro.prompt_ids[b], ro.completion_ids[rows], ro.mask[rows], ro.truncated[rows],
-                         None if ro.sampler_logp is None else ro.sampler_logp[rows], texts[rows],
+                         None if ro.sampler_logp is None else ro.sampler_logp[rows],
+                         None if ro.keep_threshold is None else ro.keep_threshold[rows], texts[rows],
                          {k: v[rows] for k, v in scores.items()}, rewards[rows]))
     return out
 
@@ -136,11 +138,13 @@ def to_update_batch(groups: Sequence[Group], cfg: Any) -> UpdateBatch:
     T = cfg.rollout.max_new_tokens
     if not groups:
         empty = torch.zeros((0, T))
-        return UpdateBatch([], empty.long(), empty, torch.zeros(0), None, T)
+        return UpdateBatch([], empty.long(), empty, torch.zeros(0), None, T, None)
     mask = torch.cat([g.mask for g in groups])
     if cfg.algo.overlong == "mask":  # truncated completions teach nothing about a finished answer
         mask = mask * (~torch.cat([g.truncated for g in groups])).float().unsqueeze(1)
     logps = [g.sampler_logp for g in groups]
+    thresholds = [g.keep_threshold for g in groups]
+    keep = cfg.algo.keep_sampling_mask and not any(x is None for x in thresholds)
     return UpdateBatch(
         prompts=[g.prompt_ids for g in groups for _ in range(len(g.texts))],
         completion_ids=torch.cat([g.completion_ids for g in groups]),
@@ -148,5 +152,6 @@ def to_update_batch(groups: Sequence[Group], cfg: Any) -> UpdateBatch:
         advantages=torch.cat([g.advantages for g in groups]),
         sampler_logp=None if any(x is None for x in logps) else torch.cat(logps),
         max_len=T,
+        keep_threshold=torch.cat(thresholds) if keep else None,
     )
 

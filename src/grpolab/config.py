@@ -198,6 +198,9 @@ class Config:
 
     def finalize(self) -> "Config":
         """Expand the recipe into concrete knobs and validate everything. Returns self."""
+        if self.algo.tis_cap is None and self.rollout.rollout_quant != "none":
+            # low-precision sampling makes the batch slightly off-policy: correct it unless told otherwise
+            self.algo.tis_cap = 2.0
         expand_recipe(self.algo)
         validate(self)
         return self

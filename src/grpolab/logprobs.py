@@ -16,43 +16,65 @@ CHUNK_ROWS = 512  # rows of (rows x V) logits alive at once: 512 x 49k x 4 B = 1
 
 
 class _TokenLogprob(torch.autograd.Function):
-    """log softmax(h W^T / temp)[target] and the entropy, per row of h, chunk by chunk."""
+    """log softmax(h W^T / temp)[target] and the entropy, per row of h, chunk by chunk.
+
+    With `threshold` (one value per row), logits below it are masked out first (the sampler's top-k/top-p
+    kept set, DeepSeek-V3.2's "keep sampling mask"); the target token itself is always kept.
+    """
+
+    @staticmethod
+    def _logits(h: torch.Tensor, weight: torch.Tensor, temperature: float, targets: torch.Tensor,
+                threshold: torch.Tensor | None) -> torch.Tensor:
+        logits = (h @ weight.t()).float()
+        if temperature != 1.0:
+            logits.div_(temperature)
+        if threshold is not None:
+            drop = logits < threshold[:, None]
+            drop.scatter_(1, targets[:, None], False)
+            logits.masked_fill_(drop, float("-inf"))
+        return logits
 
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+                temperature: float, threshold: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         logp = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         entropy = torch.empty_like(logp)
         for s in range(0, hidden.shape[0], CHUNK_ROWS):
-            logits = (hidden[s:s + CHUNK_ROWS] @ weight.t()).float() / temperature
+            e = s + CHUNK_ROWS
+            thr = None if threshold is None else threshold[s:e]
+            logits = _TokenLogprob._logits(hidden[s:e], weight, temperature, targets[s:e], thr)
             lse = logits.logsumexp(dim=-1)
-            logp[s:s + CHUNK_ROWS] = logits.gather(1, targets[s:s + CHUNK_ROWS, None]).squeeze(1) - lse
+            logp[s:e] = logits.gather(1, targets[s:e, None]).squeeze(1) - lse
             probs = (logits - lse[:, None]).exp_()
-            entropy[s:s + CHUNK_ROWS] = lse - (probs * logits).sum(dim=-1)
-        ctx.save_for_backward(hidden, weight, targets)
+            entropy[s:e] = lse - torch.where(probs > 0, probs * logits, 0.0).sum(dim=-1)
+        ctx.save_for_backward(hidden, weight, targets, threshold if threshold is not None else torch.empty(0))
+        ctx.has_threshold = threshold is not None
         ctx.temperature = temperature
         ctx.mark_non_differentiable(entropy)
         return logp, entropy
 
     @staticmethod
     def backward(ctx: Any, grad_logp: torch.Tensor, _grad_entropy: torch.Tensor):
-        hidden, weight, targets = ctx.saved_tensors
+        hidden, weight, targets, threshold = ctx.saved_tensors
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
         for s in range(0, hidden.shape[0], CHUNK_ROWS):
             h = hidden[s:s + CHUNK_ROWS]
             g = grad_logp[s:s + CHUNK_ROWS].float()
-            logits = (h @ weight.t()).float() / ctx.temperature
+            thr = threshold[s:s + CHUNK_ROWS] if ctx.has_threshold else None
+            logits = _TokenLogprob._logits(h, weight, ctx.temperature, targets[s:s + CHUNK_ROWS], thr)
             # d logp[target] / d logits = onehot(target) - softmax(logits), then the 1/temperature of the scaling
             dlogits = logits.softmax(dim=-1).mul_(-g[:, None])
             dlogits.scatter_add_(1, targets[s:s + CHUNK_ROWS, None], g[:, None])
-            dlogits = dlogits.div_(ctx.temperature).to(hidden.dtype)
+            if ctx.temperature != 1.0:
+                dlogits.div_(ctx.temperature)
+            dlogits = dlogits.to(hidden.dtype)
             if need_h:
                 grad_h[s:s + CHUNK_ROWS] = dlogits @ weight
             if need_w:
                 grad_w += (dlogits.t() @ h).float()
-        return grad_h, (grad_w.to(weight.dtype) if need_w else None), None, None
+        return grad_h, (grad_w.to(weight.dtype) if need_w else None), None, None, None
 
 
 def _parts(model: Any) -> tuple[Any, Any]:
@@ -77,27 +99,76 @@ def pack_rows(prompts: Sequence[Sequence[int]], completion_ids: torch.Tensor, ma
     return ids, attn, positions, P
 
 
-def token_logprobs(model: Any, prompts: Sequence[Sequence[int]], completion_ids: torch.Tensor, mask: torch.Tensor,
-                   temperature: float, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logp, entropy), each (n, T): log-prob of every completion token (0 where mask is 0) and the entropy of
-    the policy at that position (detached). `prompts[i]` is row i's prompt. Differentiable in the weights."""
-    device = next(model.parameters()).device
+def _hidden_full(decoder: Any, prompts: Sequence[Sequence[int]], completion_ids: torch.Tensor, mask: torch.Tensor,
+                 pad_id: int, device: torch.device) -> torch.Tensor:
+    """(n, T, D) states predicting each completion token, from one pass over prompt + completion per row."""
     ids, attn, positions, P = pack_rows(prompts, completion_ids, mask, pad_id)
-    decoder, lm_head = _parts(model)
     hidden = decoder(input_ids=ids.to(device), attention_mask=attn.to(device), position_ids=positions.to(device),
-                     use_cache=False).last_hidden_state  # (n, P+T, D)
+                     use_cache=False).last_hidden_state
+    return hidden[:, P - 1:P - 1 + completion_ids.shape[1]]
+
+
+def _hidden_shared(decoder: Any, prompts: Sequence[Sequence[int]], completion_ids: torch.Tensor, mask: torch.Tensor,
+                   pad_id: int, device: torch.device) -> torch.Tensor:
+    """Same result as `_hidden_full`, but each distinct prompt runs once and its KV cache (with its gradient
+    path) is shared by all the rows that continue it: G rows of a group cost one prompt pass, not G."""
+    index: dict[tuple[int, ...], int] = {}
+    row_prompt = [index.setdefault(tuple(p), len(index)) for p in prompts]
+    unique = list(index)
+    P = max(len(p) for p in unique)
+    ids = torch.full((len(unique), P), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(unique), P), dtype=torch.long)
+    for i, p in enumerate(unique):
+        ids[i, P - len(p):] = torch.tensor(p, dtype=torch.long)
+        attn[i, P - len(p):] = 1
+    out = decoder(input_ids=ids.to(device), attention_mask=attn.to(device),
+                  position_ids=(attn.cumsum(dim=1) - 1).clamp(min=0).to(device), use_cache=True)
+    rows = torch.tensor(row_prompt, dtype=torch.long)
+    first = out.last_hidden_state[:, -1][rows.to(device)].unsqueeze(1)  # (n, 1, D) predicts completion token 0
     T = completion_ids.shape[1]
+    if T == 1:
+        return first
+    cache = out.past_key_values
+    cache.batch_select_indices(rows.to(device))  # (U, ...) -> (n, ...), differentiable gather
+    prompt_len = attn.sum(dim=1)[rows]  # (n,)
+    step_attn = torch.cat([attn[rows], mask[:, :T - 1].long()], dim=1)  # (n, P + T - 1)
+    positions = prompt_len[:, None] + torch.arange(T - 1)[None, :]
+    rest = decoder(input_ids=completion_ids[:, :T - 1].to(device), attention_mask=step_attn.to(device),
+                   position_ids=positions.to(device), past_key_values=cache, use_cache=True).last_hidden_state
+    return torch.cat([first, rest], dim=1)
+
+
+def _can_share(model: Any, prompts: Sequence[Sequence[int]]) -> bool:
+    if getattr(model, "is_gradient_checkpointing", False) and model.training:
+        return False  # transformers turns the KV cache off under gradient checkpointing
+    return len({tuple(p) for p in prompts}) < len(prompts)
+
+
+def token_logprobs(model: Any, prompts: Sequence[Sequence[int]], completion_ids: torch.Tensor, mask: torch.Tensor,
+                   temperature: float, pad_id: int, share_prompts: bool = True,
+                   keep_threshold: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logp, entropy), each (n, T): log-prob of every completion token (0 where mask is 0) and the entropy of
+    the policy at that position (detached). `prompts[i]` is row i's prompt. Differentiable in the weights.
+    keep_threshold (n, T): re-apply the sampler's top-k/top-p kept set (see `_TokenLogprob`)."""
+    device = next(model.parameters()).device
+    decoder, lm_head = _parts(model)
+    shared = share_prompts and _can_share(model, prompts)
+    hidden = (_hidden_shared if shared else _hidden_full)(decoder, prompts, completion_ids, mask, pad_id, device)
     valid = mask.bool().to(device)
-    h = hidden[:, P - 1:P - 1 + T][valid]  # (M, D): states that predict each counted completion token
+    h = hidden[valid]  # (M, D): states that predict each counted completion token
     targets = completion_ids.to(device)[valid]
     temp = temperature if temperature > 0 else 1.0
+    thr = None if keep_threshold is None else keep_threshold.to(device)[valid].float()
     if hasattr(lm_head, "base_layer") or getattr(lm_head, "bias", None) is not None:
         logits = lm_head(h).float() / temp  # adapter or bias on the head: plain path (rare)
+        if thr is not None:
+            drop = (logits < thr[:, None]).scatter(1, targets[:, None], False)
+            logits = logits.masked_fill(drop, float("-inf"))
         lp_all = logits.log_softmax(dim=-1)
         lp = lp_all.gather(1, targets[:, None]).squeeze(1)
-        ent = -(lp_all.exp() * lp_all).sum(dim=-1).detach()
+        ent = -torch.where(lp_all.isinf(), 0.0, lp_all.exp() * lp_all).sum(dim=-1).detach()
     else:
-        lp, ent = _TokenLogprob.apply(h, lm_head.weight, targets, temp)
+        lp, ent = _TokenLogprob.apply(h, lm_head.weight, targets, temp, thr)
     logp = torch.zeros(valid.shape, dtype=torch.float32, device=device).masked_scatter(valid, lp)
     entropy = torch.zeros(valid.shape, dtype=torch.float32, device=device).masked_scatter(valid, ent.detach())
     return logp, entropy

@@ -99,6 +99,10 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: dict[
     eos, pad = eos_token_ids(model, tokenizer), tokenizer.pad_token_id
     engine = build_engine(cfg.rollout.engine, model, eos, pad, cfg.rollout.rollout_quant)
     eval_engine = engine if cfg.rollout.rollout_quant == "none" else build_engine(cfg.rollout.engine, model, eos, pad)
+    warps = cfg.rollout.top_k > 0 or cfg.rollout.top_p < 1
+    if cfg.algo.keep_sampling_mask and warps and engine.name != "fast":
+        raise UserError(f"--keep-sampling-mask needs the sampler's kept sets, which the '{engine.name}' engine does not "
+                        "report. Fix: --engine fast, or --no-keep-sampling-mask, or sample without top-k/top-p")
     full_ft_ref = cfg.algo.beta > 0 and cfg.model.lora_rank == 0
     ref_model = copy.deepcopy(model).eval().requires_grad_(False) if full_ft_ref else None
     optimizer, scheduler = _optimizer(model, cfg)

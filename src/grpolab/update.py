@@ -28,6 +28,7 @@ class UpdateBatch:
     advantages: torch.Tensor  # (N,)
     sampler_logp: torch.Tensor | None  # (N, T) or None
     max_len: int  # T max, the generation budget
+    keep_threshold: torch.Tensor | None = None  # (N, T): re-apply the sampler's top-k/top-p mask when scoring
 
 
 class NonFiniteLoss(Exception):
@@ -45,7 +46,9 @@ def _forward(model: Any, batch: UpdateBatch, rows: list[int], temperature: float
     width = max(int(batch.mask[rows].sum(dim=1).max()), 1)  # trim padding columns of this micro-batch
     ids = batch.completion_ids[rows, :width]
     mask = batch.mask[rows, :width]
-    logp, entropy = token_logprobs(model, [batch.prompts[r] for r in rows], ids, mask, temperature, pad_id)
+    thr = None if batch.keep_threshold is None else batch.keep_threshold[rows, :width]
+    logp, entropy = token_logprobs(model, [batch.prompts[r] for r in rows], ids, mask, temperature, pad_id,
+                                   keep_threshold=thr)
     return logp, entropy, mask.to(logp.device), width
 
 

@@ -28,6 +28,7 @@ class Rollouts:
     group_size: int
     sampler_logp: torch.Tensor | None = None  # (N, T) log-prob of each token under the sampling distribution
     stats: dict[str, float] = field(default_factory=dict)  # engine timing: seconds, tokens, tokens_per_s
+    keep_threshold: torch.Tensor | None = None  # (N, T) smallest temperature-scaled logit top-k/top-p kept
 
     @property
     def lengths(self) -> torch.Tensor:  # (N,)

@@ -190,17 +190,28 @@ class FastCPUEngine:
         return logits
 
     def _sample(self, logits: torch.Tensor, p: SamplingParams, gen: torch.Generator):
+        """(token, its log-prob under the sampling distribution, the kept set's threshold or None)."""
         if p.temperature == 0:
             tok = logits.argmax(dim=-1)
-            return tok, torch.zeros(tok.shape, dtype=torch.float32)
+            return tok, torch.zeros(tok.shape, dtype=torch.float32), None
         warped = self._warp(logits, p)
+        threshold = None
+        if p.top_k or p.top_p < 1.0:
+            # The kept set is every token above a threshold. Store the midpoint between the smallest kept and
+            # the largest dropped scaled logit, so that re-scoring (whose logits differ by float rounding)
+            # reproduces the same set instead of losing the boundary token.
+            kept = ~torch.isinf(warped)
+            scaled = logits / p.temperature if p.temperature != 1.0 else logits
+            low_kept = warped.masked_fill(~kept, float("inf")).amin(dim=-1)
+            high_dropped = scaled.masked_fill(kept, float("-inf")).amax(dim=-1)
+            threshold = torch.where(torch.isinf(high_dropped), high_dropped, (low_kept + high_dropped) / 2)
         logp = warped.log_softmax(dim=-1)
         # Inverse-CDF sampling: one uniform per row. torch.multinomial draws an exponential per vocabulary
         # entry (~10 ms per step at V=49k); this is the same distribution for a fraction of the cost.
         cdf = logp.exp().cumsum(dim=-1)
         u = (1.0 - torch.rand((logits.shape[0], 1), generator=gen)) * cdf[:, -1:]  # in (0, total]
         tok = torch.searchsorted(cdf, u).squeeze(1).clamp(max=logits.shape[-1] - 1)
-        return tok, logp.gather(1, tok.unsqueeze(1)).squeeze(1)
+        return tok, logp.gather(1, tok.unsqueeze(1)).squeeze(1), threshold
 
     # ---- generation ---------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -247,11 +258,14 @@ class FastCPUEngine:
         rows = torch.arange(N)  # live row -> output row
         out_tok = torch.full((N, T), self.pad_id, dtype=torch.long)
         out_logp = torch.zeros((N, T))
+        out_thr = torch.full((N, T), float("-inf")) if (params.top_k or params.top_p < 1.0) else None
         eos = torch.tensor(self.eos_ids, dtype=torch.long)
         scale = 1.0 / math.sqrt(hd)
 
-        tok, logp = self._sample(first_logits, params, generator)
+        tok, logp, thr = self._sample(first_logits, params, generator)
         out_tok[:, 0], out_logp[:, 0] = tok, logp
+        if thr is not None and out_thr is not None:
+            out_thr[:, 0] = thr
         done = torch.isin(tok, eos)
         for t in range(1, T):
             if bool(done.all()):
@@ -276,10 +290,12 @@ class FastCPUEngine:
                 att = torch.matmul(scores.softmax(dim=-1), values)  # (n, K, rep, hd)
                 x = x + layer.o(att.reshape(n, K * rep * hd))
                 x = self._mlp(layer, x)
-            tok, logp = self._sample(self._logits(x), params, generator)
+            tok, logp, thr = self._sample(self._logits(x), params, generator)
             live = ~done
             out_tok[rows[live], t] = tok[live]
             out_logp[rows[live], t] = logp[live]
+            if thr is not None and out_thr is not None:
+                out_thr[rows[live], t] = thr[live]
             done = done | torch.isin(tok, eos)
         # 3. masks: tokens up to and including the first EOS
         is_eos = torch.isin(out_tok, eos)
@@ -292,4 +308,5 @@ class FastCPUEngine:
         seconds = time.perf_counter() - t0
         n_tok = float(mask.sum())
         return Rollouts([list(p) for p in prompts], out_tok, mask, truncated, G, out_logp,
-                        {"seconds": seconds, "tokens": n_tok, "tokens_per_s": n_tok / max(seconds, 1e-9)})
+                        {"seconds": seconds, "tokens": n_tok, "tokens_per_s": n_tok / max(seconds, 1e-9)},
+                        keep_threshold=out_thr)
