@@ -139,3 +139,38 @@ def test_no_thresholds_without_warping(setup):
     ro = FastCPUEngine(model, eos_token_ids(model, tok), tok.pad_token_id).generate(
         prompts, SamplingParams(2, 4, 1.0), torch.Generator().manual_seed(6))
     assert ro.keep_threshold is None
+
+
+def test_lora_side_path_matches_hf(tiny_model_dir):
+    model, tok = load_model(Config.from_flat(model=str(tiny_model_dir), lora_rank=4).model)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.3)
+    model.eval()
+    prompts = [encode_prompt(tok, "", q) for q in ["What is 1 + 2?", "Say hi"]]
+    eos, pad = eos_token_ids(model, tok), tok.pad_token_id
+    p = SamplingParams(group_size=1, max_new_tokens=16, temperature=0)
+    g = torch.Generator().manual_seed(0)
+    fast = FastCPUEngine(model, eos, pad).generate(prompts, p, g)
+    ref = HFEngine(model, eos, pad).generate(prompts, p, g)
+    assert torch.equal(fast.completion_ids, ref.completion_ids)
+
+
+@pytest.mark.parametrize("quant", ["none", "int8"])
+def test_sync_sees_in_place_weight_updates(tiny_model_dir, quant):
+    model, tok = load_model(Config.from_flat(model=str(tiny_model_dir)).model)
+    model.eval()
+    prompts = [encode_prompt(tok, "", "What is 1 + 2?")]
+    eos, pad = eos_token_ids(model, tok), tok.pad_token_id
+    engine = FastCPUEngine(model, eos, pad, quant=quant)
+    p = SamplingParams(group_size=1, max_new_tokens=12, temperature=0)
+    g = torch.Generator().manual_seed(0)
+    before = engine.generate(prompts, p, g).completion_ids
+    with torch.no_grad():  # an optimizer-like in-place update of every weight
+        for w in model.parameters():
+            w.add_(torch.randn_like(w) * 0.2)
+    engine.sync()
+    after = engine.generate(prompts, p, g).completion_ids
+    fresh = FastCPUEngine(model, eos, pad, quant=quant).generate(prompts, p, g).completion_ids
+    assert torch.equal(after, fresh) and not torch.equal(after, before)

@@ -65,6 +65,7 @@ class RolloutConfig:
                      ("auto", "fast", "hf"))
     rollout_quant: str = _f("none", "weights used for sampling: 'none' (same as training) or 'int8'",
                             ("none", "int8"))
+    ignore_eos: bool = _f(False, "always generate max_new_tokens (for benchmarks that need equal work per step)")
 
 
 @dataclass
@@ -118,8 +119,11 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     eval_every: int = _f(0, "evaluate on the held-out split every this many steps (0 = only before and after)")
+    eval_every_minutes: float = _f(0.0, "also evaluate each time this many minutes of training time have passed "
+                                   "(the clock pauses during evaluation; 0 = off)")
     eval_max_new_tokens: int = _f(0, "token limit for evaluation completions (0 = same as training)")
     eval_batch: int = _f(64, "prompts decoded together during evaluation")
+    eval_before_after: bool = _f(True, "evaluate before training and after it (off for timing runs)")
 
 
 @dataclass
@@ -334,6 +338,7 @@ def validate(cfg: Config) -> None:
     _check(cfg.task.eval_size >= 1, f"--eval-size {cfg.task.eval_size} must be at least 1")
     _check(cfg.task.digits >= 1 and cfg.task.terms >= 2,
            f"arithmetic needs --digits >= 1 and --terms >= 2 (got {cfg.task.digits} and {cfg.task.terms})")
+    _check(cfg.eval.eval_every_minutes >= 0, f"--eval-every-minutes {cfg.eval.eval_every_minutes} must be >= 0")
     _check(cfg.eval.eval_every >= 0 and cfg.eval.eval_max_new_tokens >= 0 and cfg.eval.eval_batch >= 1,
            "--eval-every and --eval-max-new-tokens must be >= 0 and --eval-batch >= 1")
     _check(cfg.run.checkpoint_every >= 0 and cfg.run.keep_checkpoints >= 1,

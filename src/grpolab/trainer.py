@@ -97,8 +97,10 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: dict[
     task = build_task(cfg.task, cfg.train.seed)
     terms = build_reward_terms(cfg.reward.rewards, task.verifier, cfg.reward.answer_mode)
     eos, pad = eos_token_ids(model, tokenizer), tokenizer.pad_token_id
-    engine = build_engine(cfg.rollout.engine, model, eos, pad, cfg.rollout.rollout_quant)
-    eval_engine = engine if cfg.rollout.rollout_quant == "none" else build_engine(cfg.rollout.engine, model, eos, pad)
+    sample_eos = [] if cfg.rollout.ignore_eos else eos
+    engine = build_engine(cfg.rollout.engine, model, sample_eos, pad, cfg.rollout.rollout_quant)
+    same = cfg.rollout.rollout_quant == "none" and not cfg.rollout.ignore_eos
+    eval_engines: list[Any] = [engine] if same else []  # built on first use: fp32 weights, real EOS
     warps = cfg.rollout.top_k > 0 or cfg.rollout.top_p < 1
     if cfg.algo.keep_sampling_mask and warps and engine.name != "fast":
         raise UserError(f"--keep-sampling-mask needs the sampler's kept sets, which the '{engine.name}' engine does not "
@@ -126,7 +128,10 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: dict[
     eval_max_new = cfg.eval.eval_max_new_tokens or cfg.rollout.max_new_tokens
 
     def run_eval(step: int) -> EvalResult:
-        eval_engine.sync() if eval_engine is not engine else None
+        if not eval_engines:
+            eval_engines.append(build_engine(cfg.rollout.engine, model, eos, pad))
+        eval_engine = eval_engines[0]
+        eval_engine.sync()
         result = evaluate(model, eval_engine, tokenizer, task.eval_examples(), cfg.task.system_prompt,
                           task.verifier, eval_max_new, cfg.eval.eval_batch)
         metrics_out.write({"step": step, "train_seconds": round(state["train_seconds"], 3), **result.metrics()})
@@ -141,7 +146,7 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: dict[
     console = ConsoleReporter(cfg, run.path, quiet=cfg.run.quiet)
     console.start(start)
     eval_before = None
-    if not resume:
+    if not resume and cfg.eval.eval_before_after:
         eval_before = run_eval(0)
         state["eval_before"] = eval_before.accuracy
     step, interrupted, nonfinite = start, False, 0
@@ -193,7 +198,13 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: dict[
                     on_step(record)
                 # 8. evaluate, keep the best, checkpoint
                 saved = False
-                if cfg.eval.eval_every and step % cfg.eval.eval_every == 0:
+                due_steps = cfg.eval.eval_every and step % cfg.eval.eval_every == 0
+                due_time = (cfg.eval.eval_every_minutes and
+                            state["train_seconds"] >= state.get("next_eval_seconds", cfg.eval.eval_every_minutes * 60))
+                if due_time:
+                    period = cfg.eval.eval_every_minutes * 60
+                    state["next_eval_seconds"] = (state["train_seconds"] // period + 1) * period
+                if due_steps or due_time:
                     last_eval, last_eval_step = run_eval(step), step
                     if state["best_accuracy"] is None or last_eval.accuracy > state["best_accuracy"]:
                         state.update(best_accuracy=last_eval.accuracy, best_step=step,
@@ -210,10 +221,11 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: dict[
         ckpt_dir = checkpoint(step) if step > start else latest_checkpoint(run.checkpoints)
         eval_after, final_dir = None, None
         if not interrupted:
-            if last_eval is None or last_eval_step != step:
+            if (last_eval is None or last_eval_step != step) and cfg.eval.eval_before_after:
                 last_eval = run_eval(step)
             eval_after = last_eval
-            if state["best_accuracy"] is None or eval_after.accuracy > state["best_accuracy"]:
+            if eval_after is not None and (state["best_accuracy"] is None or
+                                           eval_after.accuracy > state["best_accuracy"]):
                 state.update(best_accuracy=eval_after.accuracy, best_step=step)
             if cfg.run.export:
                 final_dir = export_model(model, tokenizer, run.path / "final")

@@ -6,8 +6,10 @@ or concatenates; rows that finished are dropped from the batch (compacted) so th
 attention, RoPE and sampling are a handful of tensor ops per layer with no per-token Python bookkeeping
 beyond that; optional int8 weights halve the bytes read per token.
 
-The sampling pipeline reproduces transformers' warpers exactly (temperature, then top-k, then top-p), so
-the distribution is the one `generate` samples from; greedy decoding gives identical tokens.
+The decoder reads the live parameters (no copies), applies LoRA as its low-rank side path, and with int8
+re-quantises only the weights that changed. The sampling pipeline reproduces transformers' warpers exactly
+(temperature, then top-k, then top-p), so the distribution is the one `generate` samples from; greedy
+decoding gives identical tokens.
 """
 
 from __future__ import annotations
@@ -41,53 +43,87 @@ def unsupported_reason(model: Any) -> str | None:
     return None
 
 
-class _Linear:
-    """y = x W^T + b, in fp32 or with int8 dynamically quantised weights."""
+def _quantize(weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
+    """int8 per-output-channel symmetric weights, prepacked for fbgemm's dynamic-quantised linear."""
+    w = weight.detach().float().contiguous()
+    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-8).double()
+    with warnings.catch_warnings():  # quantized tensors are marked deprecated; fbgemm still ships
+        warnings.simplefilter("ignore")
+        qw = torch.quantize_per_channel(w, scales, torch.zeros_like(scales, dtype=torch.long), 0, torch.qint8)
+    return torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.detach().float())
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, quant: str) -> None:
+
+class _Linear:
+    """y = x W^T + b (+ the LoRA side path), reading the live parameters of a Linear or a peft LoraLayer.
+
+    fp32: W is a reference to the parameter itself, so optimizer updates are seen without any copy.
+    int8: W is quantised; `refresh` re-quantises only when the parameter changed (its tensor version moved),
+    so a frozen LoRA base is quantised once.
+    """
+
+    def __init__(self, module: Any, quant: str) -> None:
         self.quant = quant
-        if quant == "int8":
-            w = weight.detach().float().contiguous()
-            scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-8).double()
-            with warnings.catch_warnings():  # quantized tensors are marked deprecated; fbgemm still ships
-                warnings.simplefilter("ignore")
-                qw = torch.quantize_per_channel(w, scales, torch.zeros_like(scales, dtype=torch.long), 0,
-                                                torch.qint8)
-            self.packed = torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.detach().float())
-        else:
-            self.weight = weight.detach()
-            self.bias = None if bias is None else bias.detach()
+        lora = hasattr(module, "base_layer")
+        base = module.base_layer if lora else module
+        self.weight, self.bias = base.weight, base.bias
+        self.adapters: list[tuple[torch.Tensor, torch.Tensor, float]] = []
+        self.merged_fallback = False
+        if lora and not getattr(module, "merged", False) and not getattr(module, "disable_adapters", False):
+            for name in module.active_adapters:
+                if name not in module.lora_A:
+                    continue
+                if getattr(module, "use_dora", {}).get(name, False):
+                    self.merged_fallback = True  # DoRA rescales the weight: merge instead of a side path
+                    self.module = module
+                    break
+                self.adapters.append((module.lora_A[name].weight, module.lora_B[name].weight,
+                                      float(module.scaling[name])))
+        self.packed: Any = None
+        self.version = -1
+        self.refresh()
+
+    def _dense_weight(self) -> torch.Tensor:
+        if not self.merged_fallback:
+            return self.weight.detach()
+        w = self.weight.detach()
+        for name in self.module.active_adapters:
+            w = w + self.module.get_delta_weight(name).detach()
+        return w
+
+    def refresh(self) -> None:
+        if self.quant == "int8" and (self.version != self.weight._version or self.merged_fallback):
+            self.packed = _quantize(self._dense_weight(), self.bias)
+            self.version = self.weight._version
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.quant == "int8":
-            return torch.ops.quantized.linear_dynamic(x, self.packed, True)
-        return F.linear(x, self.weight, self.bias)
-
-
-def _dense(module: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Weight and bias of a Linear, with active LoRA adapters merged in (peft's LoraLayer)."""
-    if hasattr(module, "base_layer"):
-        w = module.base_layer.weight.detach()
-        if not getattr(module, "merged", False) and not getattr(module, "disable_adapters", False):
-            for name in module.active_adapters:
-                if name in module.lora_A:
-                    w = w + module.get_delta_weight(name).detach()
-        b = module.base_layer.bias
-    else:
-        w, b = module.weight.detach(), module.bias
-    return w, (None if b is None else b.detach())
+            y = torch.ops.quantized.linear_dynamic(x, self.packed, True)
+        elif self.merged_fallback:
+            y = F.linear(x, self._dense_weight(), self.bias)
+        else:
+            y = F.linear(x, self.weight.detach(), None if self.bias is None else self.bias.detach())
+        if not self.merged_fallback:
+            for a, b, scale in self.adapters:
+                y = y + scale * F.linear(F.linear(x, a.detach()), b.detach())
+        return y
 
 
 @dataclass
 class _Layer:
     ln1: torch.Tensor
-    qkv: _Linear
+    q: _Linear
+    k: _Linear
+    v: _Linear
     q_norm: torch.Tensor | None
     k_norm: torch.Tensor | None
     o: _Linear
     ln2: torch.Tensor
-    gate_up: _Linear
+    gate: _Linear
+    up: _Linear
     down: _Linear
+
+    def linears(self) -> list[_Linear]:
+        return [self.q, self.k, self.v, self.o, self.gate, self.up, self.down]
 
 
 class FastCPUEngine:
@@ -110,31 +146,28 @@ class FastCPUEngine:
 
     # ---- weights ------------------------------------------------------------------------------------------
     def sync(self) -> None:
-        """Rebuild the decoder's view of the weights: fused q/k/v and gate/up, LoRA merged, optionally int8."""
+        """Make the decoder see the current weights. fp32 reads the live parameters (nothing to do once built);
+        int8 re-quantises the weights that changed since the last call."""
+        if self.layers:
+            for lin in [self.lm_head] + [x for layer in self.layers for x in layer.linears()]:
+                lin.refresh()
+            return
         inner = self.base.model
         self.embed = inner.embed_tokens.weight.detach()
         self.norm = inner.norm.weight.detach()
-        head_w, head_b = _dense(self.base.lm_head)
-        self.lm_head = _Linear(head_w, head_b, self.quant)
-        layers = []
+        self.lm_head = _Linear(self.base.lm_head, self.quant)
         for layer in inner.layers:
             att, mlp = layer.self_attn, layer.mlp
-            (wq, bq), (wk, bk), (wv, bv) = _dense(att.q_proj), _dense(att.k_proj), _dense(att.v_proj)
-            bqkv = None if bq is None else torch.cat([bq, bk, bv])
-            (wg, _), (wu, _) = _dense(mlp.gate_proj), _dense(mlp.up_proj)
-            wo, bo = _dense(att.o_proj)
-            wd, bd = _dense(mlp.down_proj)
-            layers.append(_Layer(
+            self.layers.append(_Layer(
                 ln1=layer.input_layernorm.weight.detach(),
-                qkv=_Linear(torch.cat([wq, wk, wv]), bqkv, self.quant),
+                q=_Linear(att.q_proj, self.quant), k=_Linear(att.k_proj, self.quant), v=_Linear(att.v_proj, self.quant),
                 q_norm=att.q_norm.weight.detach() if hasattr(att, "q_norm") else None,
                 k_norm=att.k_norm.weight.detach() if hasattr(att, "k_norm") else None,
-                o=_Linear(wo, bo, self.quant),
+                o=_Linear(att.o_proj, self.quant),
                 ln2=layer.post_attention_layernorm.weight.detach(),
-                gate_up=_Linear(torch.cat([wg, wu]), None, self.quant),
-                down=_Linear(wd, bd, self.quant),
+                gate=_Linear(mlp.gate_proj, self.quant), up=_Linear(mlp.up_proj, self.quant),
+                down=_Linear(mlp.down_proj, self.quant),
             ))
-        self.layers = layers
 
     def _rope_tables(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin (length, head_dim) from the model's own rotary module (any rope scaling it implements)."""
@@ -156,8 +189,7 @@ class FastCPUEngine:
     def _qkv(self, layer: _Layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """h (..., D) -> q (..., H, hd), k, v (..., K, hd) with RoPE applied; cos/sin broadcast as (..., 1, hd)."""
         H, K, hd = self.num_heads, self.num_kv, self.head_dim
-        qkv = layer.qkv(h)
-        q, k, v = qkv.split([H * hd, K * hd, K * hd], dim=-1)
+        q, k, v = layer.q(h), layer.k(h), layer.v(h)
         q = q.unflatten(-1, (H, hd))
         k = k.unflatten(-1, (K, hd))
         v = v.unflatten(-1, (K, hd))
@@ -166,8 +198,8 @@ class FastCPUEngine:
         return self._rope(q, cos, sin), self._rope(k, cos, sin), v
 
     def _mlp(self, layer: _Layer, x: torch.Tensor) -> torch.Tensor:
-        gate, up = layer.gate_up(self._rms(x, layer.ln2)).chunk(2, dim=-1)
-        return x + layer.down(F.silu(gate) * up)
+        h = self._rms(x, layer.ln2)
+        return x + layer.down(F.silu(layer.gate(h)) * layer.up(h))
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self._rms(x, self.norm)).float()

@@ -34,8 +34,9 @@ class HFEngine:
             attn[rows, width - len(p):] = 1
         greedy = params.temperature == 0
         kwargs: dict[str, Any] = dict(max_new_tokens=params.max_new_tokens, do_sample=not greedy,
-                                      eos_token_id=self.eos_ids,
-                                      pad_token_id=self.pad_id, use_cache=True)
+                                      eos_token_id=self.eos_ids or None, pad_token_id=self.pad_id, use_cache=True)
+        if not self.eos_ids:  # no end-of-sequence: every row runs the full budget
+            kwargs["min_new_tokens"] = params.max_new_tokens
         if not greedy:
             kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
         else:
@@ -54,7 +55,7 @@ class HFEngine:
         if raw.shape[1] < params.max_new_tokens:  # every row stopped early: pad to the full width
             fill = torch.full((raw.shape[0], params.max_new_tokens - raw.shape[1]), self.pad_id, dtype=raw.dtype)
             raw = torch.cat([raw, fill], dim=1)
-        tokens, mask, truncated = finish_rows(raw, self.eos_ids, self.pad_id)
+        tokens, mask, truncated = finish_rows(raw, self.eos_ids or [-1], self.pad_id)
         seconds = time.perf_counter() - t0
         n_tok = float(mask.sum())
         return Rollouts([list(p) for p in prompts], tokens, mask, truncated, params.group_size, None,
