@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import torch
 
-CHUNK_ROWS = 512  # rows of (rows x V) logits alive at once: 512 x 49k x 4 B = 100 MB for SmolLM2
+CHUNK_ROWS = 256  # rows of (rows x V) logits alive at once: 256 x 49k x 4 B = 50 MB for SmolLM2
 
 
 class _TokenLogprob(torch.autograd.Function):

@@ -1,0 +1,285 @@
+"""Predict peak RAM and step time of a setting before running it, and recommend settings that fit.
+
+Memory is counted part by part from the model's config (weights, gradients, AdamW state, a reference copy,
+the KV cache of the rollouts, activations kept for backward, the log-prob chunks, the Python/torch
+runtime). Time comes from a short calibration on this machine: one decode measurement and one
+forward/backward measurement, scaled by the FLOPs and decode steps of the setting.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from grpolab.errors import UserError
+
+GB = 1e9
+RUNTIME_BYTES = 0.30 * GB  # python + torch + transformers + grpolab after import, measured on CPU Linux
+ALLOCATOR_SLACK = 1.10  # freed-but-held heap memory; measured 5-15% on glibc
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What the planner needs from a causal LM config."""
+
+    vocab: int
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    tied: bool
+
+    @classmethod
+    def from_config(cls, c: Any) -> "Arch":
+        heads = c.num_attention_heads
+        return cls(vocab=c.vocab_size, hidden=c.hidden_size, layers=c.num_hidden_layers, heads=heads,
+                   kv_heads=getattr(c, "num_key_value_heads", None) or heads,
+                   head_dim=getattr(c, "head_dim", None) or c.hidden_size // heads,
+                   intermediate=c.intermediate_size, tied=bool(getattr(c, "tie_word_embeddings", False)))
+
+    @property
+    def linear_params_per_layer(self) -> int:
+        d, q, kv, i = self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim, self.intermediate
+        return d * q + 2 * d * kv + q * d + 3 * d * i
+
+    @property
+    def params(self) -> int:
+        emb = self.vocab * self.hidden * (1 if self.tied else 2)
+        return emb + self.layers * (self.linear_params_per_layer + 2 * self.hidden) + self.hidden
+
+    def lora_params(self, rank: int) -> int:
+        d, q, kv, i = self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim, self.intermediate
+        shapes = [(d, q), (d, kv), (d, kv), (q, d), (d, i), (d, i), (i, d)]
+        return self.layers * sum(rank * (a + b) for a, b in shapes)
+
+    @property
+    def activation_floats_per_token(self) -> int:
+        """Floats kept for backward per token, all layers (fp32 eager/SDPA Llama block)."""
+        d, kv, i = self.hidden, self.kv_heads * self.head_dim, self.intermediate
+        return self.layers * (8 * d + 3 * kv + 4 * i + self.heads)
+
+    @property
+    def kv_floats_per_token(self) -> int:
+        return self.layers * 2 * self.kv_heads * self.head_dim
+
+
+@dataclass
+class Setting:
+    group_size: int
+    prompts_per_step: int
+    max_new_tokens: int
+    prompt_tokens: int
+    lora_rank: int
+    micro_batch: int  # 0 = all rows
+    gradient_checkpointing: bool
+    reference_copy: bool  # full fine-tune with KL: a frozen copy of the weights
+    rollout_quant: str
+    bytes_per_param: int = 4
+
+    @classmethod
+    def from_config(cls, cfg: Any, prompt_tokens: int = 48) -> "Setting":
+        return cls(cfg.rollout.group_size, cfg.train.prompts_per_step, cfg.rollout.max_new_tokens, prompt_tokens,
+                   cfg.model.lora_rank, cfg.train.micro_batch, cfg.model.gradient_checkpointing,
+                   cfg.algo.beta > 0 and cfg.model.lora_rank == 0, cfg.rollout.rollout_quant)
+
+    @property
+    def rows(self) -> int:
+        return self.group_size * self.prompts_per_step
+
+
+@dataclass
+class MemoryPlan:
+    parts: dict[str, float]  # bytes
+    peak: float
+
+    def table(self) -> str:
+        rows = [f"  {k:28s} {v / GB:6.2f} GB" for k, v in self.parts.items()]
+        return "\n".join(rows + [f"  {'predicted peak RSS':28s} {self.peak / GB:6.2f} GB"])
+
+
+def predict_memory(arch: Arch, s: Setting) -> MemoryPlan:
+    b = s.bytes_per_param
+    trainable = arch.lora_params(s.lora_rank) if s.lora_rank else arch.params
+    weights = arch.params * b + (arch.lora_params(s.lora_rank) * b if s.lora_rank else 0)
+    parts: dict[str, float] = {
+        "runtime (python, torch)": RUNTIME_BYTES,
+        "weights": weights,
+        "gradients": trainable * b,
+        "AdamW state": 2 * trainable * b,
+    }
+    if s.reference_copy:
+        parts["reference copy"] = arch.params * b
+    if s.rollout_quant == "int8":
+        parts["int8 sampler weights"] = arch.layers * arch.linear_params_per_layer + arch.vocab * arch.hidden
+    kv = s.rows * (s.prompt_tokens + s.max_new_tokens) * arch.kv_floats_per_token * 4
+    rows = s.micro_batch or s.rows
+    # tokens in one micro-batch's graph: the completions plus one prompt pass per group it touches
+    groups = min(s.prompts_per_step, rows) if not s.gradient_checkpointing else rows
+    tokens = rows * s.max_new_tokens + groups * s.prompt_tokens
+    if s.gradient_checkpointing:
+        acts = tokens * arch.layers * arch.hidden * 4 + tokens * arch.activation_floats_per_token // arch.layers * 4
+    else:
+        acts = tokens * arch.activation_floats_per_token * 4
+    logits = 3 * min(256, rows * s.max_new_tokens) * arch.vocab * 4
+    lm_head_grad = arch.vocab * arch.hidden * 4 if not s.lora_rank else 0  # dense grad of the head, then summed
+    parts["rollout KV cache"] = kv
+    parts["activations (one micro-batch)"] = acts
+    parts["log-prob chunks"] = logits + lm_head_grad
+    static = sum(v for k, v in parts.items() if k not in ("rollout KV cache", "activations (one micro-batch)",
+                                                           "log-prob chunks", "gradients"))
+    generation_peak = static + kv
+    update_peak = static + parts["gradients"] + acts + logits + lm_head_grad
+    return MemoryPlan(parts, ALLOCATOR_SLACK * max(generation_peak, update_peak))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# time
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class Calibration:
+    """Seconds per decode step at a few batch sizes, and training throughput, measured on this machine."""
+
+    decode_step_s: dict[int, float] = field(default_factory=dict)  # rows -> seconds per token step
+    train_gflops: float = 120.0  # sustained forward+backward GFLOP/s
+    optimizer_s_per_gparam: float = 0.6  # AdamW step seconds per 1e9 trainable parameters
+    machine: str = ""
+
+    def decode_s(self, rows: int) -> float:
+        if not self.decode_step_s:
+            return 0.0
+        pts = sorted(self.decode_step_s.items())
+        if rows <= pts[0][0]:
+            return pts[0][1]
+        for (r0, t0), (r1, t1) in zip(pts, pts[1:]):
+            if rows <= r1:
+                return t0 + (t1 - t0) * (rows - r0) / (r1 - r0)
+        (r0, t0), (r1, t1) = pts[-2], pts[-1]
+        return t1 + (t1 - t0) / (r1 - r0) * (rows - r1)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, path: Path) -> "Calibration | None":
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        data["decode_step_s"] = {int(k): v for k, v in data["decode_step_s"].items()}
+        return cls(**data)
+
+
+@dataclass
+class TimePlan:
+    generation_s: float
+    update_s: float
+
+    @property
+    def step_s(self) -> float:
+        return self.generation_s + self.update_s
+
+
+def predict_time(arch: Arch, s: Setting, cal: Calibration, decode_fraction: float = 1.0) -> TimePlan:
+    """Seconds per step when every row generates `decode_fraction` of max_new_tokens and every row trains."""
+    steps = s.max_new_tokens * decode_fraction
+    generation = steps * cal.decode_s(s.rows) * (0.45 if s.rollout_quant == "int8" else 1.0)
+    flop_token = 2 * arch.params
+    tokens = s.rows * s.max_new_tokens * decode_fraction + s.prompts_per_step * s.prompt_tokens
+    mult = 2 if s.lora_rank else 3  # LoRA: no gradient for the frozen weights
+    if s.gradient_checkpointing:
+        mult += 1
+    trainable = arch.lora_params(s.lora_rank) if s.lora_rank else arch.params
+    update = tokens * flop_token * mult / (cal.train_gflops * 1e9) + trainable / 1e9 * cal.optimizer_s_per_gparam
+    return TimePlan(generation, update)
+
+
+def calibrate(model: Any, tokenizer: Any, rows: tuple[int, ...] = (8, 32, 64)) -> Calibration:
+    """A short measurement (~20-40 s for SmolLM2-135M): decode steps at a few batch sizes, one fwd/bwd."""
+    import torch
+
+    from grpolab.logprobs import token_logprobs
+    from grpolab.rollout import build_engine, SamplingParams
+
+    engine = build_engine("auto", model, [], tokenizer.pad_token_id)
+    prompt = [tokenizer.pad_token_id] * 0 + tokenizer("calibration prompt for the planner")["input_ids"]
+    gen = torch.Generator().manual_seed(0)
+    cal = Calibration()
+    for n in rows:
+        engine.generate([prompt], SamplingParams(n, 4, 1.0), gen)  # warm-up
+        t0 = time.perf_counter()
+        engine.generate([prompt], SamplingParams(n, 24, 1.0), gen)
+        t1 = time.perf_counter()
+        engine.generate([prompt], SamplingParams(n, 8, 1.0), gen)
+        t2 = time.perf_counter()
+        cal.decode_step_s[n] = max(((t1 - t0) - (t2 - t1)) / 16, 1e-4)  # per step, prefill cancelled out
+    ids = torch.randint(10, 1000, (8, 64), generator=gen)
+    model.train()
+    for i in range(2):
+        t0 = time.perf_counter()
+        lp, _ = token_logprobs(model, [prompt] * 8, ids, torch.ones(8, 64), 1.0, tokenizer.pad_token_id)
+        lp.sum().backward()
+        dt = time.perf_counter() - t0
+    model.zero_grad(set_to_none=True)
+    arch = Arch.from_config(model.get_base_model().config if hasattr(model, "get_base_model") else model.config)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    mult = 3 if trainable > arch.params / 2 else 2
+    cal.train_gflops = (8 * 64 + len(prompt)) * 2 * arch.params * mult / dt / 1e9
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    opt = torch.optim.AdamW(params, lr=1e-12)
+    opt.step()
+    t0 = time.perf_counter()
+    opt.step()
+    cal.optimizer_s_per_gparam = (time.perf_counter() - t0) / (trainable / 1e9)
+    model.zero_grad(set_to_none=True)
+    return cal
+
+
+def available_memory() -> float:
+    import psutil
+
+    return float(psutil.virtual_memory().available)
+
+
+def parse_size(text: str) -> float:
+    t = text.strip().upper().replace("IB", "B")
+    units = {"TB": 1e12, "GB": 1e9, "MB": 1e6, "T": 1e12, "G": 1e9, "M": 1e6}
+    for suffix, mult in units.items():
+        if t.endswith(suffix):
+            try:
+                return float(t[: -len(suffix)]) * mult
+            except ValueError:
+                break
+    raise UserError(f"--memory '{text}' is not a size; write e.g. 8GB or 512MB")
+
+
+def recommend(arch: Arch, s: Setting, limit: float) -> list[tuple[str, Setting, float]]:
+    """Settings near `s` that fit in `limit` bytes, cheapest change first: (what changed, setting, peak)."""
+    from dataclasses import replace
+
+    options: list[tuple[str, Setting]] = []
+    for mb in (4, 2, 1):
+        if mb < (s.micro_batch or s.rows):
+            options.append((f"--micro-batch {mb}", replace(s, micro_batch=mb)))
+    options.append(("--gradient-checkpointing --micro-batch 1",
+                    replace(s, gradient_checkpointing=True, micro_batch=1)))
+    if not s.lora_rank:
+        options.append(("--lora-rank 16 --lr 1e-4", replace(s, lora_rank=16, reference_copy=False)))
+        options.append(("--lora-rank 16 --micro-batch 1", replace(s, lora_rank=16, micro_batch=1,
+                                                                   reference_copy=False)))
+    for T in (s.max_new_tokens // 2, s.max_new_tokens // 4):
+        if T >= 16:
+            options.append((f"--max-new-tokens {T} --micro-batch 1", replace(s, max_new_tokens=T, micro_batch=1)))
+    fits = []
+    for what, opt in options:
+        peak = predict_memory(arch, opt).peak
+        if peak <= limit:
+            fits.append((what, opt, peak))
+    return fits
