@@ -95,7 +95,8 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: dict[
     assert cfg is not None
     model, tokenizer = load_model(cfg.model)
     task = build_task(cfg.task, cfg.train.seed)
-    terms = build_reward_terms(cfg.reward.rewards, task.verifier, cfg.reward.answer_mode)
+    terms = build_reward_terms(cfg.reward.rewards, task.verifier, cfg.reward.answer_mode, cfg.reward.reward_fn,
+                               cfg.reward.reward_fn_format)
     eos, pad = eos_token_ids(model, tokenizer), tokenizer.pad_token_id
     engine = build_engine(cfg.rollout.engine, model, eos, pad, cfg.rollout.rollout_quant)
     eval_engine = engine if cfg.rollout.rollout_quant == "none" else build_engine(cfg.rollout.engine, model, eos, pad)

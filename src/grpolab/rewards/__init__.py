@@ -1,9 +1,9 @@
 """Rewards: answer extraction, verifiers and weighted reward terms. Pure Python; no torch.
 
-Importing this package registers the verifiers: numeric, math, countdown, list.
+Importing this package registers the verifiers (numeric, math, countdown, list, code) and the tests_passed term.
 """
 
-from grpolab.rewards import countdown, mathverify, sequence  # noqa: F401  (registers verifiers)
+from grpolab.rewards import code, countdown, mathverify, sequence  # noqa: F401  (registers verifiers)
 from grpolab.rewards.extract import extract_answer, has_answer_format, last_number, tagged_answer
 from grpolab.rewards.terms import (RewardTerm, build_reward_terms, parse_reward_spec, register_reward_term,
                                    reward_term_names, score, total)
