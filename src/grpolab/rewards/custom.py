@@ -123,8 +123,8 @@ def trl_batch_fn(fn: Callable[..., Any], name: str, message_format: str = "stand
         if missing:
             raise UserError(f"reward function '{name}' needs argument(s) {', '.join(missing)}, but the data has "
                             f"columns {', '.join(cols)}. Fix: give them defaults, or use a task whose data has them")
-        kw.update(cols if takes_all else {k: v for k, v in cols.items() if k in params})
-        return fn(**kw)
+        kw.update({k: v for k, v in cols.items() if k not in kw})
+        return fn(**(kw if takes_all else {k: v for k, v in kw.items() if k in params}))
 
     def batch(completions: Sequence[str], examples: Sequence[Example]) -> list[float]:
         try:

@@ -11,6 +11,7 @@ Reasons: 'correct', 'no answer found', 'parse error' (the answer is not math we 
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 
 from grpolab.rewards.extract import last_number, tagged_answer
@@ -25,15 +26,32 @@ SYMBOLIC_TIMEOUT_S = 3.0
 _RANK = {"correct": 0, "not equal": 1, "parse error": 2, "timeout": 3}  # which failure to report
 
 
+_FINAL = re.compile(r"(?:answer is|answer:|=)", re.I)
+
+
+def _final_statement(text: str) -> str | None:
+    """'... so x = -14/3.' -> '-14/3': what follows the last '=' or 'answer is' on the last line, if it is math."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    marks = list(_FINAL.finditer(lines[-1])) if lines else []
+    if not marks:
+        return None
+    tail = lines[-1][marks[-1].end():].strip().strip("$").strip().rstrip(".").strip().strip("$").strip()
+    try:
+        to_python(normalize(tail))
+    except ParseError:
+        return None
+    return tail
+
+
 def extract_math_answer(text: str, mode: str) -> str | None:
     """strict: the <answer> tags (a \\boxed{} inside them is unwrapped). lenient: the tags, else the last
-    \\boxed{}, else the last number."""
+    \\boxed{}, else the math after the last '=' or 'answer is' on the last line, else the last number."""
     tagged = tagged_answer(text)
     if tagged is not None:
         return (last_boxed(tagged) or tagged) if tagged else None
     if mode != "lenient":
         return None
-    return last_boxed(text) or last_number(text)
+    return last_boxed(text) or _final_statement(text) or last_number(text)
 
 
 def _value(expr: str) -> Fraction | complex | None:

@@ -15,8 +15,8 @@ from grpolab.tasks.base import Example
 def parse_items(text: str) -> list[str]:
     """'apple, Fig and pear' / '1. apple\\n2. fig' / '[apple, fig]' -> ['apple', 'fig', 'pear'] (lowercased)."""
     s = text.strip().strip("[]").strip()
-    if any(sep in s for sep in ",;\n"):
-        parts = re.split(r"\s*[,;\n]\s*", s)
+    if any(sep in s for sep in ",;\n") or re.search(r"\band\b", s):
+        parts = re.split(r"\s*(?:[,;\n]|\band\b)\s*", s)
     else:
         parts = s.split()
     items = []
@@ -29,14 +29,22 @@ def parse_items(text: str) -> list[str]:
 
 
 def extract_list(text: str, mode: str) -> str | None:
-    """strict: the <answer> tags. lenient: the tags, else the last non-empty line (after its last ':')."""
+    """strict: the <answer> tags. lenient: the tags, else a numbered or bulleted list at the end, else the last
+    non-empty line (after its last ':')."""
     tagged = tagged_answer(text)
     if tagged is not None:
         return tagged or None
     if mode != "lenient":
         return None
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1].rsplit(":", 1)[-1].strip() or None if lines else None
+    if not lines:
+        return None
+    listed = 0  # a numbered or bulleted list at the end counts as one answer
+    while listed < len(lines) and re.match(r"(?:\d+[.)]|[-*•])\s", lines[-1 - listed]):
+        listed += 1
+    if listed >= 2:
+        return "\n".join(lines[-listed:])
+    return lines[-1].rsplit(":", 1)[-1].strip() or None
 
 
 def verify_list(text: str, example: Example, mode: str = "lenient") -> Verdict:

@@ -144,7 +144,7 @@ def build_file_task(cfg: Any, seed: int, format_name: str) -> DatasetTask:
         train = [ex for ex in examples if _key(ex) not in held_keys]
         if not train:
             raise UserError(f"every training row also appears in the held-out data {eval_report.source}. "
-                            "Fix: give a different --eval-path")
+                            "Fix: hold out other data (--eval-path or --hf-eval-split)")
     else:
         train, held = split_examples(examples, cfg.eval_size, cfg.eval_fraction, cfg.data_seed)
     name = f"{format_name}({report.source})"
