@@ -54,7 +54,8 @@ def test_columns_are_row_fields_plus_the_reference_answer():
 
 
 def test_generated_task_columns_reach_the_function():
-    ex = [Example("c1", "p", "24", {"nums": [4, 6, 1], "target": 24}), Example("c2", "p", "9", {"nums": [9, 1], "target": 9})]
+    ex = [Example("c1", "p", "24", {"nums": [4, 6, 1], "target": 24}),
+          Example("c2", "p", "9", {"nums": [9, 1], "target": 9})]
     assert score(terms(["countdown_columns"]), ["a", "b"], ex) == {"countdown_columns": [24.03, 9.02]}
 
 
@@ -76,11 +77,13 @@ def test_a_module_path_works(monkeypatch):
 
 
 @pytest.mark.parametrize("fn,needle", [
-    ("raises_on_x", r"'raises_on_x' raised ZeroDivisionError: division by zero on example 'g2' \(completion starts 'x'\)"),
+    ("raises_on_x",
+     r"'raises_on_x' raised ZeroDivisionError: division by zero on example 'g2' \(completion starts 'x'\)"),
     ("returns_nan", r"'returns_nan' returned nan on example 'g2'"),
     ("wrong_length", r"'wrong_length' returned length 1; it must return a list of 2 floats"),
     ("returns_text", r"'returns_text' returned the text '1.0', not a number for example 'g1'"),
-    ("needs_difficulty", r"'needs_difficulty' needs argument\(s\) difficulty, but the data has columns question, answer"),
+    ("needs_difficulty",
+     r"'needs_difficulty' needs argument\(s\) difficulty, but the data has columns question, answer"),
 ])
 def test_bad_functions_are_errors_naming_function_and_example(fn, needle):
     with pytest.raises(UserError, match=needle):
@@ -106,3 +109,19 @@ def test_duplicate_and_empty():
         Config.from_flat(rewards="")
     cfg = Config.from_flat(rewards="", reward_fn=f"{FIX}:reward_len", reward_fn_format="conversational")
     assert (cfg.reward.reward_fn, cfg.reward.reward_fn_format) == (f"{FIX}:reward_len", "conversational")
+
+
+def test_training_uses_the_custom_function(tiny_cfg):
+    from grpolab.report.jsonl import read_jsonl
+    from grpolab.trainer import train
+
+    cfg = tiny_cfg(rewards="", reward_fn=f"{FIX}:reward_len:0.5", steps=1, eval_size=2, max_new_tokens=6,
+                   export=False, run_name="custom")
+    result = train(cfg)
+    steps = [r for r in read_jsonl(result.run_dir / "metrics.jsonl") if "reward" in r]
+    rollouts = read_jsonl(result.run_dir / "rollouts.jsonl")
+    assert [r["step"] for r in steps] == [1]
+    for r in rollouts:
+        assert r["rewards"] == {"reward_len": -abs(20 - len(r["completion"]))}
+        assert r["reward"] == 0.5 * r["rewards"]["reward_len"]
+    assert steps[0]["reward_reward_len"] == sum(r["rewards"]["reward_len"] for r in rollouts) / len(rollouts)

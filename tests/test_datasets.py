@@ -149,7 +149,8 @@ def test_parquet_without_pyarrow_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     (tmp_path / "d.parquet").write_bytes(b"PAR1")
-    with pytest.raises(UserError, match=r"needs pyarrow, which is not installed. Fix: pip install 'grpolab\[datasets\]'"):
+    needle = r"needs pyarrow, which is not installed. Fix: pip install 'grpolab\[datasets\]'"
+    with pytest.raises(UserError, match=needle):
         list(read_rows(tmp_path / "d.parquet"))
 
 

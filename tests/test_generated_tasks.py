@@ -18,7 +18,8 @@ def make(name, seed=0, **kw):
 
 
 @pytest.mark.parametrize("name,levels,verifier", [
-    ("countdown", (1, 2, 3, 4), "countdown"), ("multiply", (1, 2, 3, 4, 5), "numeric"), ("linear", (1, 2, 3, 4), "math"),
+    ("countdown", (1, 2, 3, 4), "countdown"), ("multiply", (1, 2, 3, 4, 5), "numeric"),
+    ("linear", (1, 2, 3, 4), "math"),
     ("sort", (1, 2, 3, 4), "list"), ("arithmetic", (1, 2, 3, 4), "numeric"), ("math", (1, 2, 3, 4, 5), None),
     ("code", (), "code"), ("gsm8k", (), None), ("file", (), None),
 ])

@@ -86,6 +86,11 @@ def compact(s: str) -> str:
     return key.lower() if re.fullmatch(r"[A-Za-z]+", key) else key
 
 
+def _longer_command(s: str, i: int, sep: str) -> bool:
+    """True when the command `sep` found at s[i] is the start of a longer one (\\cup in \\cupdot)."""
+    return sep[0] == "\\" and s[i + len(sep):i + len(sep) + 1].isalpha()
+
+
 def split_top(s: str, sep: str) -> list[str]:
     """Split on `sep` outside any brackets ( [ { \\{ ; `sep` may be a command like \\cup."""
     parts, depth, start, i = [], 0, 0, 0
@@ -99,7 +104,7 @@ def split_top(s: str, sep: str) -> list[str]:
             depth += 1
         elif ch in ")]}":
             depth -= 1
-        elif depth == 0 and s.startswith(sep, i) and not (sep[0] == "\\" and s[i + len(sep):i + len(sep) + 1].isalpha()):
+        elif depth == 0 and s.startswith(sep, i) and not _longer_command(s, i, sep):
             parts.append(s[start:i])
             i += len(sep)
             start = i

@@ -51,10 +51,12 @@ FAMILIES: tuple[Family, ...] = (
            lambda rng, p: [[p["lo"]], [p["hi"] + 1]] + [[rng.randint(-20, 20)] for _ in range(4)]),
     Family("power_sum", "power_sum(n)", "returns 1**{p} + 2**{p} + ... + n**{p} for an integer n >= 0 (0 when n is 0)",
            "def power_sum(n):\n    return sum(i ** {p} for i in range(1, n + 1))\n",
-           lambda: [{"p": p} for p in range(1, 6)], lambda rng, p: [[0], [1]] + [[rng.randint(2, 30)] for _ in range(4)]),
+           lambda: [{"p": p} for p in range(1, 6)],
+           lambda rng, p: [[0], [1]] + [[rng.randint(2, 30)] for _ in range(4)]),
     Family("rotate_left", "rotate_left(xs)", "returns a new list with the items of xs rotated left by {k} positions, "
            "wrapping around (an empty list gives an empty list)",
-           "def rotate_left(xs):\n    if not xs:\n        return []\n    k = {k} % len(xs)\n    return xs[k:] + xs[:k]\n",
+           "def rotate_left(xs):\n    if not xs:\n        return []\n    k = {k} % len(xs)\n"
+           "    return xs[k:] + xs[:k]\n",
            lambda: [{"k": k} for k in range(1, 10)], lambda rng, p: [[[]]] + [[_ints(rng, 0, 9)] for _ in range(5)]),
     Family("fizz", "fizz(n)", "returns 'Fizz' if the integer n is divisible by {a} but not by {b}, 'Buzz' if it is "
            "divisible by {b} but not by {a}, 'FizzBuzz' if it is divisible by both, and otherwise n as a string",
@@ -63,11 +65,14 @@ FAMILIES: tuple[Family, ...] = (
            lambda: [{"a": a, "b": b} for a in range(2, 8) for b in range(a + 1, 8)],
            lambda rng, p: [[p["a"] * p["b"]], [p["a"]], [p["b"]]] + [[rng.randint(1, 100)] for _ in range(3)]),
     Family("digit_sum", "digit_sum(n)", "returns the sum of the digits of the integer n >= 0 written in base {b}",
-           "def digit_sum(n):\n    total = 0\n    while n:\n        total += n % {b}\n        n //= {b}\n    return total\n",
-           lambda: [{"b": b} for b in range(2, 11)], lambda rng, p: [[0]] + [[rng.randint(1, 10**6)] for _ in range(5)]),
+           "def digit_sum(n):\n    total = 0\n    while n:\n        total += n % {b}\n        n //= {b}\n"
+           "    return total\n",
+           lambda: [{"b": b} for b in range(2, 11)],
+           lambda rng, p: [[0]] + [[rng.randint(1, 10**6)] for _ in range(5)]),
     Family("caesar", "caesar(s)", "returns s with every lowercase letter shifted {k} places forward in the alphabet "
            "(wrapping from z to a); other characters stay as they are",
-           "def caesar(s):\n    return ''.join(chr((ord(c) - 97 + {k}) % 26 + 97) if 'a' <= c <= 'z' else c for c in s)\n",
+           "def caesar(s):\n"
+           "    return ''.join(chr((ord(c) - 97 + {k}) % 26 + 97) if 'a' <= c <= 'z' else c for c in s)\n",
            lambda: [{"k": k} for k in range(1, 26)],
            lambda rng, p: [[""], ["xyz"]] + [[_word(rng, string.ascii_lowercase + " .A")] for _ in range(4)]),
     Family("count_greater", "count_greater(xs)", "returns how many numbers in the list xs are greater than {t}",
@@ -76,7 +81,8 @@ FAMILIES: tuple[Family, ...] = (
            lambda rng, p: [[[]], [[p["t"]]]] + [[_ints(rng, -10, 10)] for _ in range(4)]),
     Family("sequence_term", "sequence_term(n)", "returns term number n (counting from 0) of the sequence that starts "
            "{a}, {b} and in which every later term is the sum of the two terms before it",
-           "def sequence_term(n):\n    x, y = {a}, {b}\n    for _ in range(n):\n        x, y = y, x + y\n    return x\n",
+           "def sequence_term(n):\n    x, y = {a}, {b}\n    for _ in range(n):\n        x, y = y, x + y\n"
+           "    return x\n",
            lambda: [{"a": a, "b": b} for a in range(0, 4) for b in range(1, 4)],
            lambda rng, p: [[0], [1]] + [[rng.randint(2, 40)] for _ in range(4)]),
     Family("kth_largest", "kth_largest(xs)", "returns the {k}-th largest distinct value in the list xs (1st = the "

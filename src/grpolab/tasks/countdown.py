@@ -139,6 +139,7 @@ def _build(cfg: Any, seed: int) -> Any:
 
         return build_file_task(cfg, seed, "countdown")
     level = check_level("countdown", cfg.level, tuple(LEVELS))
-    return GeneratedTask(f"countdown(level={level})", cfg.verifier or "countdown", make_draw(level), eval_size=cfg.eval_size,
+    return GeneratedTask(f"countdown(level={level})", cfg.verifier or "countdown", make_draw(level),
+                         eval_size=cfg.eval_size,
                          data_seed=cfg.data_seed, seed=seed, system_prompt=cfg.system_prompt,
                          info={"level": level, "numbers": LEVELS[level][0]})

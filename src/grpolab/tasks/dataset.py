@@ -162,7 +162,7 @@ def _gsm8k(cfg: Any, seed: int) -> DatasetTask:
     return build_file_task(cfg, seed, "gsm8k")
 
 
-@register_task("math", summary="MATH / MATH-500 rows (problem, answer or \\boxed{} in solution); --level 1-5",
+@register_task("math", summary="MATH / MATH-500 rows (problem, answer or \\boxed{} in solution), by level",
                levels=(1, 2, 3, 4, 5))
 def _math(cfg: Any, seed: int) -> DatasetTask:
     return build_file_task(cfg, seed, "math")
