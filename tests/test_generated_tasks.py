@@ -61,10 +61,18 @@ def test_multiply_answers_and_digits(level, digits):
         assert ex.prompt == f"What is {a} * {b}?"
 
 
-def test_multiply_known_example():
-    assert make("multiply", level=2, eval_size=10).train_example(0).answer == str(
-        make("multiply", level=2, eval_size=10).train_example(0).meta["a"] * make(
-            "multiply", level=2, eval_size=10).train_example(0).meta["b"])
+@pytest.mark.parametrize("name,level,first_two,first_held_out", [
+    ("multiply", 2, [("60*30", "1800"), ("43*31", "1333")], "41*36"),
+    ("linear", 4, [("7x-1=10x+13", "-14/3"), ("-5x+9=3x+12", "-3/8")], "12x+17=9x-12"),
+    ("sort", 1, [("pillow,onion,granite", "granite, onion, pillow"), ("coral,eagle,oak", "coral, eagle, oak")],
+     "apricot,jasmine,stone"),
+    ("countdown", 1, [("2,2,6->2", "2"), ("2,2,10->10", "10")], "1,8,10->3"),
+])
+def test_pinned_data_order(name, level, first_two, first_held_out):
+    """The data order is part of resuming runs across versions: a change here must be deliberate."""
+    t = make(name, level=level, eval_size=10)
+    assert [(t.train_example(i).id, t.train_example(i).answer) for i in range(2)] == first_two
+    assert t.eval_examples()[0].id == first_held_out
 
 
 @pytest.mark.parametrize("a,b,text", [(3, -7, "3x - 7"), (-1, 2, "-x + 2"), (1, 0, "x"), (0, 5, "5"), (2, 4, "2x + 4")])
@@ -191,3 +199,20 @@ def test_code_task_known_problem():
         assert out == sum(x for x in args[0] if x % 3 == 0)
     assert ex.prompt.startswith("Write a Python function `sum_divisible(xs)` that returns the sum of the integers in "
                                 "the list xs that are divisible by 3")
+
+
+@pytest.mark.parametrize("name,kw,needle", [
+    ("multiply", {"data_path": "x.jsonl"}, "task 'multiply' generates its problems, so --data-path does not apply"),
+    ("sort", {"prompt_field": "q", "answer_field": "a"}, "so --prompt-field, --answer-field does not apply"),
+    ("countdown", {"eval_path": "held.jsonl"}, "task 'countdown' generates its problems, so --eval-path"),
+    ("code", {"level": 2}, "task 'code' has no difficulty levels (--level 2)"),
+])
+def test_flags_that_do_not_apply_are_refused(name, kw, needle):
+    with pytest.raises(UserError) as err:
+        make(name, **kw)
+    assert needle in str(err.value)
+
+
+def test_hf_eval_split_needs_hf_dataset():
+    with pytest.raises(UserError, match="--hf-eval-split test needs --hf-dataset"):
+        Config.from_flat(task="gsm8k", data_path="x.jsonl", hf_eval_split="test")

@@ -358,6 +358,8 @@ def validate(cfg: Config) -> None:
            f"--code-timeout {k.code_timeout} must be > 0 and --code-memory-mb {k.code_memory_mb} at least 64")
     _check(not (k.data_path and k.hf_dataset), f"--data-path {k.data_path} and --hf-dataset {k.hf_dataset} both "
            "name the data. Fix: keep one")
+    _check(not k.hf_eval_split or bool(k.hf_dataset), f"--hf-eval-split {k.hf_eval_split} needs --hf-dataset. Fix: "
+           "--eval-path FILE for a local held-out file")
     _check(bool(cfg.reward.rewards.strip() or cfg.reward.reward_fn.strip()),
            "--rewards is empty and no --reward-fn is given, so nothing would score completions. Fix: --rewards correct")
     _check(cfg.task.digits >= 1 and cfg.task.terms >= 2,

@@ -13,8 +13,9 @@ import string
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from grpolab.errors import UserError
 from grpolab.tasks.base import Example, register_task
-from grpolab.tasks.generated import GeneratedTask
+from grpolab.tasks.generated import GeneratedTask, check_generated
 
 NUM_TESTS = 6
 
@@ -129,6 +130,8 @@ def make_draw(limits: dict[str, Any]):
 
 @register_task("code", summary="write a Python function; scored by running tests in a sandbox")
 def _build(cfg: Any, seed: int) -> GeneratedTask:
+    if check_generated(cfg, "code", ()):
+        raise UserError(f"task 'code' has no difficulty levels (--level {cfg.level}). Fix: drop --level")
     limits = {"wall_s": cfg.code_timeout, "memory_mb": cfg.code_memory_mb}
     return GeneratedTask("code", cfg.verifier or "code", make_draw(limits), eval_size=cfg.eval_size,
                          data_seed=cfg.data_seed, seed=seed, system_prompt=cfg.system_prompt, space_size=len(SPACE),

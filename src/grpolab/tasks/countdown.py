@@ -13,7 +13,7 @@ from fractions import Fraction
 from typing import Any, Sequence
 
 from grpolab.tasks.base import Example, register_task
-from grpolab.tasks.generated import GeneratedTask, check_level
+from grpolab.tasks.generated import GeneratedTask, check_generated
 
 # level -> (how many numbers, largest number, largest target)
 LEVELS: dict[int, tuple[int, int, int]] = {1: (3, 10, 30), 2: (3, 50, 100), 3: (4, 99, 100), 4: (5, 99, 200)}
@@ -138,7 +138,7 @@ def _build(cfg: Any, seed: int) -> Any:
         from grpolab.tasks.dataset import build_file_task
 
         return build_file_task(cfg, seed, "countdown")
-    level = check_level("countdown", cfg.level, tuple(LEVELS))
+    level = check_generated(cfg, "countdown", tuple(LEVELS))
     return GeneratedTask(f"countdown(level={level})", cfg.verifier or "countdown", make_draw(level),
                          eval_size=cfg.eval_size,
                          data_seed=cfg.data_seed, seed=seed, system_prompt=cfg.system_prompt,

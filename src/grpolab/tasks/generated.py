@@ -16,6 +16,16 @@ from grpolab.tasks.base import Example
 Draw = Callable[[random.Random], Example]
 
 
+def check_generated(cfg: Any, task: str, levels: Sequence[int]) -> int:
+    """Refuse data flags for a task that generates its problems; return the level to use."""
+    given = [f"--{k.replace('_', '-')}" for k in ("data_path", "eval_path", "hf_dataset", "prompt_field",
+                                                   "answer_field") if getattr(cfg, k)]
+    if given:
+        raise UserError(f"task '{task}' generates its problems, so {', '.join(given)} does not apply. Fix: drop it, "
+                        "or use --task file (or gsm8k, math, countdown) to read data")
+    return check_level(task, cfg.level, levels) if levels else cfg.level
+
+
 def check_level(task: str, level: int, levels: Sequence[int]) -> int:
     """The level to use: 0 means the easiest; anything outside `levels` is a UserError."""
     if level == 0:

@@ -12,7 +12,7 @@ from fractions import Fraction
 from typing import Any
 
 from grpolab.tasks.base import Example, register_task
-from grpolab.tasks.generated import GeneratedTask, check_level
+from grpolab.tasks.generated import GeneratedTask, check_generated
 
 LEVELS = (1, 2, 3, 4)
 
@@ -75,7 +75,7 @@ def make_draw(level: int):
 
 @register_task("linear", summary="linear equations in x (answers may be fractions)", levels=LEVELS)
 def _build(cfg: Any, seed: int) -> GeneratedTask:
-    level = check_level("linear", cfg.level, LEVELS)
+    level = check_generated(cfg, "linear", LEVELS)
     return GeneratedTask(f"linear(level={level})", cfg.verifier or "math", make_draw(level), eval_size=cfg.eval_size,
                          data_seed=cfg.data_seed, seed=seed, system_prompt=cfg.system_prompt,
                          space_size=8 * 10 * 20 if level == 1 else None, info={"level": level})

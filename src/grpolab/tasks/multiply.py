@@ -6,7 +6,7 @@ import random
 from typing import Any
 
 from grpolab.tasks.base import Example, register_task
-from grpolab.tasks.generated import GeneratedTask, check_level
+from grpolab.tasks.generated import GeneratedTask, check_generated
 
 # level -> (digits of the first factor, digits of the second factor)
 LEVELS: dict[int, tuple[int, int]] = {1: (2, 1), 2: (2, 2), 3: (3, 2), 4: (3, 3), 5: (4, 4)}
@@ -31,7 +31,7 @@ def make_draw(level: int):
 
 @register_task("multiply", summary="multi-digit multiplication", levels=tuple(LEVELS))
 def _build(cfg: Any, seed: int) -> GeneratedTask:
-    level = check_level("multiply", cfg.level, tuple(LEVELS))
+    level = check_generated(cfg, "multiply", tuple(LEVELS))
     draw, space = make_draw(level)
     return GeneratedTask(f"multiply(level={level})", cfg.verifier or "numeric", draw, eval_size=cfg.eval_size,
                          data_seed=cfg.data_seed, seed=seed, system_prompt=cfg.system_prompt, space_size=space,

@@ -9,7 +9,7 @@ import random
 from typing import Any
 
 from grpolab.tasks.base import Example, register_task
-from grpolab.tasks.generated import GeneratedTask, check_level
+from grpolab.tasks.generated import GeneratedTask, check_generated
 
 WORDS = tuple("""
 apple apricot banana basil beach bell berry birch bread brick cable cactus camel candle canoe carpet castle cedar
@@ -49,7 +49,7 @@ def make_draw(level: int):
 
 @register_task("sort", summary="sort words alphabetically (logic, not math)", levels=tuple(LEVELS))
 def _build(cfg: Any, seed: int) -> GeneratedTask:
-    level = check_level("sort", cfg.level, tuple(LEVELS))
+    level = check_generated(cfg, "sort", tuple(LEVELS))
     return GeneratedTask(f"sort(level={level})", cfg.verifier or "list", make_draw(level), eval_size=cfg.eval_size,
                          data_seed=cfg.data_seed, seed=seed, system_prompt=cfg.system_prompt,
                          info={"level": level, "words": LEVELS[level]})
