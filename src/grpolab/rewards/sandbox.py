@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -26,6 +25,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
+
+from grpolab.rewards.pipes import wait_readable
 
 CHILD = Path(__file__).with_name("sandbox_child.py")
 MAX_RESULT_BYTES = 4 * 2**20
@@ -142,8 +143,7 @@ def _read_until(fd: int, proc: subprocess.Popen[bytes], deadline: float) -> tupl
         left = deadline - time.monotonic()
         if left <= 0:
             return data, True
-        ready, _, _ = select.select([fd], [], [], min(left, 0.05))
-        if ready:
+        if wait_readable(fd, min(left, 0.05)):
             chunk = os.read(fd, 65536)
             if chunk:
                 data += chunk

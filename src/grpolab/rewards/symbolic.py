@@ -10,13 +10,14 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import select
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from grpolab.rewards.pipes import wait_readable
 
 WORKER = Path(__file__).with_name("sympy_worker.py")
 STARTUP_LIMIT_S = 120.0
@@ -53,8 +54,7 @@ class SympyWorker:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
+            if wait_readable(fd, left):
                 chunk = os.read(fd, 65536)
                 if not chunk:
                     return None
