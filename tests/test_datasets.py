@@ -226,3 +226,14 @@ def test_level_filter_errors(tmp_path):
         task(task="math", data_path=str(FIX / "math_sample.jsonl"), level=9)
     with pytest.raises(UserError, match="--level 2 filters rows by their 'level' field, but .* has none"):
         task(task="gsm8k", data_path=str(FIX / "gsm8k_sample.jsonl"), level=2)
+
+
+def test_training_reports_the_rows_it_skipped(tiny_cfg, tmp_path, capsys):
+    from grpolab.trainer import train
+
+    rows = [{"prompt": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(6)] + [{"prompt": "no answer"}]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    cfg = tiny_cfg(task="file", data_path=str(path), skip_bad_rows=True, eval_size=2, steps=1, max_new_tokens=4,
+                   export=False, quiet=False)
+    train(cfg)
+    assert f"'{path}': 7 rows, 6 loaded, 1 bad (skipped)" in capsys.readouterr().out

@@ -137,6 +137,8 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: dict[
 
     console = ConsoleReporter(cfg, run.path, quiet=cfg.run.quiet)
     console.start(start)
+    for report in getattr(task, "reports", ()):  # data tasks: rows read, loaded and skipped (--skip-bad-rows)
+        console.message(report.line())
     eval_before = None
     if not resume:
         eval_before = run_eval(0)
