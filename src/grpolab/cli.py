@@ -20,6 +20,8 @@ EPILOG = """examples:
   grpolab train --config run.toml --seed 1        settings from a file, one overridden
   grpolab train --resume runs/<name>              continue after Ctrl-C or a crash
   grpolab eval --model runs/<name>/final --digits 2
+  grpolab calibrate --task countdown              pass rate per level, and the levels worth training on
+  grpolab train --task gsm8k --data-path train.jsonl --rewards correct:1,format:0.1
 """
 
 
@@ -74,6 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, only=("model", "task", "rollout", "eval"))
     p.add_argument("--show", type=int, default=3, help="print this many example completions (default 3)")
 
+    p = sub.add_parser("calibrate", help="base pass rate per difficulty level, and the levels worth training on",
+                       description="Sample completions for problems of each difficulty level at the training "
+                       "temperature and report the pass rate with a Wilson 95%% interval. GRPO learns from groups "
+                       "whose completions disagree, so it recommends levels whose pass rate is neither ~0 nor ~1.")
+    _add_config_flags(p, only=("model", "task", "reward", "rollout", "eval"))
+    p.add_argument("--levels", default="", help="comma-separated levels to try (default: all the task's levels)")
+    p.add_argument("--problems", type=int, default=32, help="training problems per level (default 32)")
+    p.add_argument("--samples", type=int, default=8, help="completions per problem (default 8)")
+    p.add_argument("--target-low", type=float, default=0.1, help="lowest pass rate worth training on (default 0.1)")
+    p.add_argument("--target-high", type=float, default=0.9, help="highest pass rate worth training on (default 0.9)")
+    p.add_argument("--out", default="", help="also write the result as JSON to this file")
+
     sub.add_parser("recipes", help="list the named recipes with their knobs and sources")
     sub.add_parser("tasks", help="list the built-in tasks")
     return parser
@@ -117,6 +131,42 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import json
+
+    from grpolab.calibrate import calibrate
+
+    try:
+        levels = [int(v) for v in args.levels.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--levels '{args.levels}' must be comma-separated integers, e.g. --levels 1,2,3") from None
+    cfg = _config_from_args(args)
+    print(f"task {cfg.task.task}, model {cfg.model.model}: {args.problems} problems x {args.samples} samples per "
+          "level, "
+          f"temperature {cfg.rollout.temperature}, up to {cfg.rollout.max_new_tokens} tokens")
+    print(f"{'level':>5}  {'pass rate':>9}  {'95% CI':>15}  {'solved':>6}  {'mixed':>5}  verdict")
+
+    def show(r) -> None:  # type: ignore[no-untyped-def]
+        level = "all" if r.level is None else str(r.level)
+        print(f"{level:>5}  {r.pass_rate:9.3f}  [{r.ci_low:.3f}, {r.ci_high:.3f}]  {r.solved_any:6.2f}  "
+              f"{r.mixed:5.2f}  {r.verdict}", flush=True)
+
+    result = calibrate(cfg, levels or None, args.problems, args.samples, args.target_low, args.target_high,
+                       on_level=show)
+    window = f"pass rate in [{args.target_low:g}, {args.target_high:g}]"
+    if result.recommended:
+        names = ", ".join("all" if lv is None else str(lv) for lv in result.recommended)
+        print(f"recommended training levels: {names} ({window})")
+    else:
+        closest = min(result.levels, key=lambda r: abs(r.pass_rate - (args.target_low + args.target_high) / 2))
+        print(f"no level has a {window}; the closest is {'all' if closest.level is None else closest.level} "
+              f"(pass rate {closest.pass_rate:.3f}): try more --max-new-tokens, another model or other levels")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result.to_json(), f, indent=2)
+    return 0
+
+
 def cmd_recipes(_: argparse.Namespace) -> int:
     from grpolab.recipes import BASE_KNOBS, RECIPES
 
@@ -132,14 +182,17 @@ def cmd_recipes(_: argparse.Namespace) -> int:
 
 
 def cmd_tasks(_: argparse.Namespace) -> int:
-    from grpolab.tasks import task_names
+    from grpolab.tasks import task_info, task_names
 
     for name in task_names():
-        print(name)
+        info = task_info(name)
+        levels = f" (levels {info.levels[0]}-{info.levels[-1]})" if info.levels else ""
+        print(f"{name:11s} {info.summary}{levels}")
     return 0
 
 
-COMMANDS = {"train": cmd_train, "demo": cmd_demo, "eval": cmd_eval, "recipes": cmd_recipes, "tasks": cmd_tasks}
+COMMANDS = {"train": cmd_train, "demo": cmd_demo, "eval": cmd_eval, "calibrate": cmd_calibrate,
+            "recipes": cmd_recipes, "tasks": cmd_tasks}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

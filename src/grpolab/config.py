@@ -45,11 +45,33 @@ class TaskConfig:
                             "system message placed before every problem ('' for none)")
     eval_size: int = _f(100, "held-out problems used for evaluation")
     data_seed: int = _f(1234, "seed that fixes the held-out split and the data order")
+    level: int = _f(0, "difficulty level: countdown 1-4, multiply 1-5, linear 1-4, sort 1-4 (0 = easiest); for "
+                    "data files, keep only rows whose 'level' field equals it (MATH 1-5; 0 = all rows)")
+    data_path: str = _f("", "data file for gsm8k, math, countdown or file tasks (.jsonl, .json, .csv, .parquet)")
+    eval_path: str = _f("", "held-out data file (default: hold out --eval-size rows of --data-path)")
+    hf_dataset: str = _f("", "Hugging Face dataset 'owner/name' or 'owner/name:config' instead of --data-path "
+                         "(needs the [datasets] extra and the hub)")
+    hf_split: str = _f("train", "split of --hf-dataset used for training")
+    hf_eval_split: str = _f("", "split of --hf-dataset held out (e.g. test; default: hold out --eval-size rows)")
+    prompt_field: str = _f("", "field holding the problem text (default: the format's, e.g. question for gsm8k, "
+                           "problem for math, prompt for file)")
+    answer_field: str = _f("", "field holding the reference answer (default: the format's, e.g. answer)")
+    skip_bad_rows: bool = _f(False, "skip and count malformed data rows instead of stopping at the first one")
+    eval_fraction: float = _f(0.0, "fraction of the data's distinct prompts held out (0 = use --eval-size)")
+    verifier: str = _f("", "verifier deciding correctness (numeric, math, countdown, list, code; default: the "
+                       "task's own)")
+    code_timeout: float = _f(5.0, "code task: wall-clock seconds per sandboxed run of a completion's code")
+    code_memory_mb: int = _f(512, "code task: address-space limit in MB for the sandboxed code")
 
 
 @dataclass
 class RewardConfig:
-    rewards: str = _f("correct", "reward terms with weights, e.g. 'correct:1,format:0.1'")
+    rewards: str = _f("correct", "reward terms with weights, e.g. 'correct:1,format:0.1' ('' = only --reward-fn)")
+    reward_fn: str = _f("", "extra reward functions with TRL's signature, comma separated: 'file.py:func' or "
+                        "'module:func', each optionally ':weight' (e.g. 'my_rewards.py:length_penalty:0.1')")
+    reward_fn_format: str = _f("standard", "what --reward-fn functions receive: 'standard' (prompts and completions "
+                               "as strings) or 'conversational' (lists of chat messages)",
+                               ("standard", "conversational"))
     answer_mode: str = _f("lenient", "where the answer is read: 'strict' (<answer> tags only) or 'lenient' "
                           "(tags, else the last number)", ("lenient", "strict"))
 
@@ -336,6 +358,17 @@ def validate(cfg: Config) -> None:
     _check(m.lora_rank >= 0, f"--lora-rank {m.lora_rank} must be >= 0 (0 = full fine-tune)")
     _check(0 <= m.lora_dropout < 1, f"--lora-dropout {m.lora_dropout} must be in [0, 1)")
     _check(cfg.task.eval_size >= 1, f"--eval-size {cfg.task.eval_size} must be at least 1")
+    k = cfg.task
+    _check(k.level >= 0, f"--level {k.level} must be >= 0 (0 = the task's easiest level or all rows)")
+    _check(0 <= k.eval_fraction < 1, f"--eval-fraction {k.eval_fraction} must be in [0, 1) (0 = use --eval-size)")
+    _check(k.code_timeout > 0 and k.code_memory_mb >= 64,
+           f"--code-timeout {k.code_timeout} must be > 0 and --code-memory-mb {k.code_memory_mb} at least 64")
+    _check(not (k.data_path and k.hf_dataset), f"--data-path {k.data_path} and --hf-dataset {k.hf_dataset} both "
+           "name the data. Fix: keep one")
+    _check(not k.hf_eval_split or bool(k.hf_dataset), f"--hf-eval-split {k.hf_eval_split} needs --hf-dataset. Fix: "
+           "--eval-path FILE for a local held-out file")
+    _check(bool(cfg.reward.rewards.strip() or cfg.reward.reward_fn.strip()),
+           "--rewards is empty and no --reward-fn is given, so nothing would score completions. Fix: --rewards correct")
     _check(cfg.task.digits >= 1 and cfg.task.terms >= 2,
            f"arithmetic needs --digits >= 1 and --terms >= 2 (got {cfg.task.digits} and {cfg.task.terms})")
     _check(cfg.eval.eval_every_minutes >= 0, f"--eval-every-minutes {cfg.eval.eval_every_minutes} must be >= 0")

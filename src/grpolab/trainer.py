@@ -95,7 +95,8 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: dict[
     assert cfg is not None
     model, tokenizer = load_model(cfg.model)
     task = build_task(cfg.task, cfg.train.seed)
-    terms = build_reward_terms(cfg.reward.rewards, task.verifier, cfg.reward.answer_mode)
+    terms = build_reward_terms(cfg.reward.rewards, task.verifier, cfg.reward.answer_mode, cfg.reward.reward_fn,
+                               cfg.reward.reward_fn_format)
     eos, pad = eos_token_ids(model, tokenizer), tokenizer.pad_token_id
     sample_eos = [] if cfg.rollout.ignore_eos else eos
     engine = build_engine(cfg.rollout.engine, model, sample_eos, pad, cfg.rollout.rollout_quant)
@@ -145,6 +146,8 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: dict[
 
     console = ConsoleReporter(cfg, run.path, quiet=cfg.run.quiet)
     console.start(start)
+    for report in getattr(task, "reports", ()):  # data tasks: rows read, loaded and skipped (--skip-bad-rows)
+        console.message(report.line())
     eval_before = None
     if not resume and cfg.eval.eval_before_after:
         eval_before = run_eval(0)

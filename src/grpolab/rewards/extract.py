@@ -15,8 +15,16 @@ def tagged_answer(text: str) -> str | None:
     return found[-1].strip() if found else None
 
 
+# '-$5', '- £3': a sign written before the currency symbol still makes the number negative.
+_SIGN_BEFORE_CURRENCY = re.compile(r"-\s?[$€£¥₹]\s?(?=\d)")
+
+
 def last_number(text: str) -> str | None:
-    """The last number written in the text (e.g. '1,234', '-5', '2.5'); None when there is none."""
+    """The last number written in the text (e.g. '1,234', '-5', '2.5'); None when there is none.
+
+    A Unicode minus counts as a minus, and so does a minus before a currency symbol ('-$5' gives '-5').
+    """
+    text = _SIGN_BEFORE_CURRENCY.sub("-", text.replace("\u2212", "-"))
     found = NUMBER.findall(text)
     return found[-1] if found else None
 

@@ -17,11 +17,15 @@ from grpolab.tasks.base import Example
 RewardFn = Callable[[str, Example], float]
 
 
+BatchRewardFn = Callable[[Sequence[str], Sequence[Example]], list[float]]
+
+
 @dataclass(frozen=True)
 class RewardTerm:
     name: str
     weight: float
     fn: RewardFn
+    batch_fn: BatchRewardFn | None = None  # scores a whole batch at once (TRL-style functions); then fn is unused
 
 
 TermFactory = Callable[[str, str], RewardFn]  # (verifier name, answer mode) -> reward function
@@ -75,16 +79,27 @@ def parse_reward_spec(spec: str) -> list[tuple[str, float]]:
     return out
 
 
-def build_reward_terms(spec: str, verifier: str, answer_mode: str) -> list[RewardTerm]:
+def build_reward_terms(spec: str, verifier: str, answer_mode: str, custom: str = "",
+                       custom_format: str = "standard") -> list[RewardTerm]:
+    """Terms named in `spec` ('correct:1,format:0.1'), then the user functions of `custom` (--reward-fn)."""
+    from grpolab.rewards.custom import build_custom_terms  # imported here: custom.py builds on this module's types
+
     terms: list[RewardTerm] = []
-    for name, weight in parse_reward_spec(spec):
+    for name, weight in parse_reward_spec(spec) if spec.strip() or not custom.strip() else []:
         if name not in _TERMS:
             raise unknown_choice("reward term", name, reward_term_names())
         terms.append(RewardTerm(name, weight, _TERMS[name](verifier, answer_mode)))
+    for name, weight, batch_fn in build_custom_terms(custom, custom_format):
+        terms.append(RewardTerm(name, weight, _one_at_a_time(batch_fn), batch_fn))
     names = [t.name for t in terms]
     if len(set(names)) != len(names):
-        raise UserError(f"--rewards '{spec}' names a term twice. Fix: give each term once with its weight")
+        raise UserError(f"--rewards '{spec}' {'with --reward-fn ' + repr(custom) + ' ' if custom else ''}names a term "
+                        "twice. Fix: give each term once with its weight (rename a function that shadows a term)")
     return terms
+
+
+def _one_at_a_time(batch_fn: BatchRewardFn) -> RewardFn:
+    return lambda completion, example: batch_fn([completion], [example])[0]
 
 
 def score(terms: Sequence[RewardTerm], completions: Sequence[str], examples: Sequence[Example]) -> dict[str, list[float]]:
@@ -95,6 +110,9 @@ def score(terms: Sequence[RewardTerm], completions: Sequence[str], examples: Seq
     """
     out: dict[str, list[float]] = {}
     for term in terms:
+        if term.batch_fn is not None:  # validates its own output and names the failing function and example
+            out[term.name] = term.batch_fn(completions, examples)
+            continue
         values: list[float] = []
         for completion, example in zip(completions, examples):
             try:

@@ -5,6 +5,7 @@ One verifier serves both the training reward and evaluation, so the two can neve
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Callable
@@ -17,16 +18,26 @@ from grpolab.tasks.base import Example
 @dataclass(frozen=True)
 class Verdict:
     correct: bool
-    reason: str  # 'correct', 'no answer found', 'not a number', 'not equal'
+    reason: str  # 'correct', 'no answer found', 'not a number', 'not equal', ... (each verifier documents its own)
     extracted: str | None = None
 
 
 Verifier = Callable[[str, Example, str], Verdict]
 
 
+_CURRENCY = re.compile(r"\\?[$€£¥₹]|\b(?:USD|EUR|GBP)\b", re.I)
+
+
 def parse_number(text: str) -> Decimal | None:
-    """Parse '1,234', '-5', '$3.50', '7.' or '12%' into a Decimal; None if it is not a single number."""
-    s = text.strip().replace("$", "").replace("%", "").strip().rstrip(".")
+    """Parse '1,234', '-5', '$3.50', '-$3.50', '€ 7', '7.', '12%', '+4', '\u22122' into a Decimal.
+
+    None when the text holds no number or more than one (a fraction '1/2' is two numbers: not a plain number).
+    """
+    s = text.strip().replace("\u2212", "-").replace("\\%", "%").replace("{,}", ",")
+    s = _CURRENCY.sub("", s).replace("%", "").strip().rstrip(".").strip()
+    s = re.sub(r"^([-+])\s+(?=\d)", r"\1", s)  # '- 5' after '-$ 5' lost its symbol
+    if s.startswith("+"):
+        s = s[1:]
     if not NUMBER.fullmatch(s):
         found = NUMBER.findall(s)
         if len(found) != 1:
@@ -57,6 +68,10 @@ _VERIFIERS: dict[str, Verifier] = {"numeric": verify_numeric}
 
 def register_verifier(name: str, fn: Verifier) -> None:
     _VERIFIERS[name] = fn
+
+
+def verifier_names() -> list[str]:
+    return sorted(_VERIFIERS)
 
 
 def get_verifier(name: str) -> Verifier:

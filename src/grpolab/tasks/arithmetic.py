@@ -89,7 +89,8 @@ class ArithmeticTask:
                 "space_size": self.space_size, "log10_space": round(math.log10(self.space_size), 2)}
 
 
-@register_task("arithmetic")
+@register_task("arithmetic", summary="generated arithmetic (level = --digits)", levels=(1, 2, 3, 4),
+               level_field="digits")
 def _build(cfg: Any, seed: int) -> ArithmeticTask:
     return ArithmeticTask(digits=cfg.digits, terms=cfg.terms, operators=cfg.operators, eval_size=cfg.eval_size,
                           data_seed=cfg.data_seed, seed=seed, system_prompt=cfg.system_prompt)

@@ -42,12 +42,26 @@ class Task(Protocol):
 
 
 TaskFactory = Callable[..., Task]
-_REGISTRY: dict[str, TaskFactory] = {}
 
 
-def register_task(name: str) -> Callable[[TaskFactory], TaskFactory]:
+@dataclass(frozen=True)
+class TaskInfo:
+    """What `grpolab tasks` and `grpolab calibrate` need to know about a registered task."""
+
+    name: str
+    factory: TaskFactory
+    summary: str = ""
+    levels: tuple[int, ...] = ()  # difficulty levels, easiest first; () when the task has none
+    level_field: str = "level"  # the TaskConfig field a level is written to (arithmetic: 'digits')
+
+
+_REGISTRY: dict[str, TaskInfo] = {}
+
+
+def register_task(name: str, summary: str = "", levels: Sequence[int] = (),
+                  level_field: str = "level") -> Callable[[TaskFactory], TaskFactory]:
     def deco(factory: TaskFactory) -> TaskFactory:
-        _REGISTRY[name] = factory
+        _REGISTRY[name] = TaskInfo(name, factory, summary, tuple(levels), level_field)
         return factory
 
     return deco
@@ -57,8 +71,12 @@ def task_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def task_info(name: str) -> TaskInfo:
+    if name not in _REGISTRY:
+        raise unknown_choice("task", name, task_names(), "See `grpolab tasks`.")
+    return _REGISTRY[name]
+
+
 def build_task(task_cfg: Any, seed: int) -> Task:
     """Build the task named by `task_cfg.task`; `seed` fixes the training data order of this run."""
-    if task_cfg.task not in _REGISTRY:
-        raise unknown_choice("task", task_cfg.task, task_names(), "See `grpolab tasks`.")
-    return _REGISTRY[task_cfg.task](task_cfg, seed)
+    return task_info(task_cfg.task).factory(task_cfg, seed)
