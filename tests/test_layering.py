@@ -9,13 +9,14 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "grpolab"
 ALLOWED = {
     "errors": set(),
     "recipes": set(),
-    "config": {"errors", "recipes"},
+    "validation": {"errors", "recipes"},
+    "config": {"errors", "recipes", "validation"},
     "algo": set(),
     "tasks": {"errors", "tasks"},
     "rewards": {"errors", "rewards", "tasks"},
     "indicators": {"rewards"},
 }
-NO_TORCH = {"errors", "recipes", "config", "tasks", "rewards", "indicators"}
+NO_TORCH = {"errors", "recipes", "config", "validation", "tasks", "rewards", "indicators"}
 
 
 def _imports(path: Path) -> set[str]:
