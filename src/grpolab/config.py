@@ -136,6 +136,9 @@ class TrainConfig:
     grad_clip: float = _f(1.0, "clip the gradient norm to this (0 = off)")
     micro_batch: int = _f(0, "completions per forward/backward pass (0 = all N at once)")
     seed: int = _f(0, "seed for sampling and every other random draw of the run")
+    allocator: str = _f("fast", "heap policy: 'fast' reuses freed memory (quicker steps, higher peak RAM), 'lean' "
+                        "returns it at once (lowest peak RAM), 'system' leaves the C library's default",
+                        ("fast", "lean", "system"))
 
 
 @dataclass

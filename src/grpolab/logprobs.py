@@ -18,14 +18,17 @@ CHUNK_ROWS = 256  # rows of (rows x V) logits alive at once: 256 x 49k x 4 B = 5
 class _TokenLogprob(torch.autograd.Function):
     """log softmax(h W^T / temp)[target] and the entropy, per row of h, chunk by chunk.
 
+    One (CHUNK_ROWS x V) buffer is reused for every chunk and the softmax is done in place, so the step
+    allocates no vocabulary-sized tensors beyond it (fresh large allocations cost page faults on a CPU).
     With `threshold` (one value per row), logits below it are masked out first (the sampler's top-k/top-p
     kept set, DeepSeek-V3.2's "keep sampling mask"); the target token itself is always kept.
     """
 
     @staticmethod
-    def _logits(h: torch.Tensor, weight: torch.Tensor, temperature: float, targets: torch.Tensor,
-                threshold: torch.Tensor | None) -> torch.Tensor:
-        logits = (h @ weight.t()).float()
+    def _logits_into(buf: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, temperature: float,
+                     targets: torch.Tensor, threshold: torch.Tensor | None) -> torch.Tensor:
+        logits = buf[: h.shape[0]]
+        torch.matmul(h, weight.t(), out=logits)
         if temperature != 1.0:
             logits.div_(temperature)
         if threshold is not None:
@@ -37,16 +40,22 @@ class _TokenLogprob(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                 temperature: float, threshold: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        logp = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        M = hidden.shape[0]
+        logp = torch.empty(M, dtype=torch.float32, device=hidden.device)
         entropy = torch.empty_like(logp)
-        for s in range(0, hidden.shape[0], CHUNK_ROWS):
-            e = s + CHUNK_ROWS
+        buf = torch.empty((min(CHUNK_ROWS, M), weight.shape[0]), dtype=hidden.dtype, device=hidden.device)
+        for s in range(0, M, CHUNK_ROWS):
+            e = min(s + CHUNK_ROWS, M)
             thr = None if threshold is None else threshold[s:e]
-            logits = _TokenLogprob._logits(hidden[s:e], weight, temperature, targets[s:e], thr)
-            lse = logits.logsumexp(dim=-1)
-            logp[s:e] = logits.gather(1, targets[s:e, None]).squeeze(1) - lse
-            probs = (logits - lse[:, None]).exp_()
-            entropy[s:e] = lse - torch.where(probs > 0, probs * logits, 0.0).sum(dim=-1)
+            logits = _TokenLogprob._logits_into(buf, hidden[s:e], weight, temperature, targets[s:e], thr)
+            picked = logits.gather(1, targets[s:e, None]).squeeze(1)
+            top = logits.amax(dim=-1, keepdim=True)
+            ex = logits.sub_(top).exp_()  # exp(logit - max), in place
+            total = ex.sum(dim=-1)
+            lse = top.squeeze(1) + total.log()
+            logp[s:e] = picked - lse
+            # H = lse - sum p * logit = log(total) - sum(ex * log ex) / total   (0 log 0 = 0)
+            entropy[s:e] = total.log() + torch.special.entr(ex).sum(dim=-1) / total
         ctx.save_for_backward(hidden, weight, targets, threshold if threshold is not None else torch.empty(0))
         ctx.has_threshold = threshold is not None
         ctx.temperature = temperature
@@ -57,24 +66,27 @@ class _TokenLogprob(torch.autograd.Function):
     def backward(ctx: Any, grad_logp: torch.Tensor, _grad_entropy: torch.Tensor):
         hidden, weight, targets, threshold = ctx.saved_tensors
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        M = hidden.shape[0]
         grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
-        for s in range(0, hidden.shape[0], CHUNK_ROWS):
-            h = hidden[s:s + CHUNK_ROWS]
-            g = grad_logp[s:s + CHUNK_ROWS].float()
-            thr = threshold[s:s + CHUNK_ROWS] if ctx.has_threshold else None
-            logits = _TokenLogprob._logits(h, weight, ctx.temperature, targets[s:s + CHUNK_ROWS], thr)
+        grad_w = torch.zeros_like(weight) if need_w else None
+        buf = torch.empty((min(CHUNK_ROWS, M), weight.shape[0]), dtype=hidden.dtype, device=hidden.device)
+        for s in range(0, M, CHUNK_ROWS):
+            e = min(s + CHUNK_ROWS, M)
+            h = hidden[s:e]
+            g = grad_logp[s:e].to(hidden.dtype)
+            thr = threshold[s:e] if ctx.has_threshold else None
+            logits = _TokenLogprob._logits_into(buf, h, weight, ctx.temperature, targets[s:e], thr)
             # d logp[target] / d logits = onehot(target) - softmax(logits), then the 1/temperature of the scaling
-            dlogits = logits.softmax(dim=-1).mul_(-g[:, None])
-            dlogits.scatter_add_(1, targets[s:s + CHUNK_ROWS, None], g[:, None])
+            probs = logits.sub_(logits.amax(dim=-1, keepdim=True)).exp_()
+            probs.mul_((-g / probs.sum(dim=-1))[:, None])
+            dlogits = probs.scatter_add_(1, targets[s:e, None], g[:, None])
             if ctx.temperature != 1.0:
                 dlogits.div_(ctx.temperature)
-            dlogits = dlogits.to(hidden.dtype)
             if need_h:
-                grad_h[s:s + CHUNK_ROWS] = dlogits @ weight
+                torch.matmul(dlogits, weight, out=grad_h[s:e])
             if need_w:
-                grad_w += (dlogits.t() @ h).float()
-        return grad_h, (grad_w.to(weight.dtype) if need_w else None), None, None, None
+                grad_w.addmm_(dlogits.t(), h)
+        return grad_h, grad_w, None, None, None
 
 
 def _parts(model: Any) -> tuple[Any, Any]:

@@ -27,6 +27,7 @@ from grpolab.report.jsonl import JsonlWriter, truncate_after_step
 from grpolab.rewards import build_reward_terms
 from grpolab.rollout import SamplingParams, build_engine
 from grpolab.rundir import RunDir
+from grpolab.runtime import set_allocator
 from grpolab.tasks import build_task
 from grpolab.update import NonFiniteLoss, policy_update
 
@@ -93,6 +94,7 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: dict[
     if resume:
         cfg = run.config.replace(**overrides) if overrides else run.config
     assert cfg is not None
+    set_allocator(cfg.train.allocator)
     model, tokenizer = load_model(cfg.model)
     task = build_task(cfg.task, cfg.train.seed)
     terms = build_reward_terms(cfg.reward.rewards, task.verifier, cfg.reward.answer_mode, cfg.reward.reward_fn,

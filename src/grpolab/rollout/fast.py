@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -44,86 +45,98 @@ def unsupported_reason(model: Any) -> str | None:
 
 
 def _quantize(weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
-    """int8 per-output-channel symmetric weights, prepacked for fbgemm's dynamic-quantised linear."""
-    w = weight.detach().float().contiguous()
-    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-8).double()
+    """int8 per-output-channel symmetric weights, prepacked for fbgemm's dynamic-quantised linear.
+
+    The rounding is done with plain tensor ops (vectorised, multi-threaded), which is ~2x faster than
+    torch.quantize_per_channel; prepacking releases the GIL, so layers can be packed in parallel threads.
+    """
+    w = weight.detach().float()
+    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-8)
+    q = torch.round(w / scales[:, None]).clamp_(-127, 127).to(torch.int8)
     with warnings.catch_warnings():  # quantized tensors are marked deprecated; fbgemm still ships
         warnings.simplefilter("ignore")
-        qw = torch.quantize_per_channel(w, scales, torch.zeros_like(scales, dtype=torch.long), 0, torch.qint8)
-    return torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.detach().float())
+        qt = torch._make_per_channel_quantized_tensor(q, scales.double(), torch.zeros(len(scales), dtype=torch.long), 0)
+    return torch.ops.quantized.linear_prepack(qt, None if bias is None else bias.detach().float())
 
 
 class _Linear:
-    """y = x W^T + b (+ the LoRA side path), reading the live parameters of a Linear or a peft LoraLayer.
+    """y = x W^T + b (+ LoRA side paths), reading the live parameters of one or more Linear / peft LoraLayers.
 
-    fp32: W is a reference to the parameter itself, so optimizer updates are seen without any copy.
-    int8: W is quantised; `refresh` re-quantises only when the parameter changed (its tensor version moved),
-    so a frozen LoRA base is quantised once.
+    fp32: W is the parameter itself, so optimizer updates are seen without any copy. int8: the weights of all
+    `modules` are stacked into one quantised matrix (q/k/v or gate/up: one call, one input quantisation);
+    `stale` says when a parameter changed (its tensor version moved) so only those are re-quantised, and a
+    frozen LoRA base is quantised once.
     """
 
-    def __init__(self, module: Any, quant: str) -> None:
+    def __init__(self, modules: list[Any], quant: str) -> None:
         self.quant = quant
-        lora = hasattr(module, "base_layer")
-        base = module.base_layer if lora else module
-        self.weight, self.bias = base.weight, base.bias
-        self.adapters: list[tuple[torch.Tensor, torch.Tensor, float]] = []
-        self.merged_fallback = False
-        if lora and not getattr(module, "merged", False) and not getattr(module, "disable_adapters", False):
-            for name in module.active_adapters:
-                if name not in module.lora_A:
-                    continue
-                if getattr(module, "use_dora", {}).get(name, False):
-                    self.merged_fallback = True  # DoRA rescales the weight: merge instead of a side path
-                    self.module = module
-                    break
-                self.adapters.append((module.lora_A[name].weight, module.lora_B[name].weight,
-                                      float(module.scaling[name])))
+        self.bases = [m.base_layer if hasattr(m, "base_layer") else m for m in modules]
+        self.adapters: list[list[tuple[torch.Tensor, torch.Tensor, float]]] = []
+        self.merged = [m for m in modules if any(getattr(m, "use_dora", {}).values())]  # DoRA: merge instead
+        self.modules = modules
+        for m in modules:
+            side = []
+            if hasattr(m, "base_layer") and not getattr(m, "merged", False) and not getattr(m, "disable_adapters", False):
+                for name in m.active_adapters:
+                    if name in m.lora_A and not getattr(m, "use_dora", {}).get(name, False):
+                        side.append((m.lora_A[name].weight, m.lora_B[name].weight, float(m.scaling[name])))
+            self.adapters.append(side)
+        self.sizes = [b.weight.shape[0] for b in self.bases]
         self.packed: Any = None
-        self.version = -1
-        self.refresh()
+        self.versions: tuple[int, ...] = ()
 
-    def _dense_weight(self) -> torch.Tensor:
-        if not self.merged_fallback:
-            return self.weight.detach()
-        w = self.weight.detach()
-        for name in self.module.active_adapters:
-            w = w + self.module.get_delta_weight(name).detach()
+    def _weight(self, i: int) -> torch.Tensor:
+        w = self.bases[i].weight.detach()
+        m = self.modules[i]
+        if m in self.merged:
+            for name in m.active_adapters:
+                w = w + m.get_delta_weight(name).detach()
         return w
 
-    def refresh(self) -> None:
-        if self.quant == "int8" and (self.version != self.weight._version or self.merged_fallback):
-            self.packed = _quantize(self._dense_weight(), self.bias)
-            self.version = self.weight._version
+    def _bias(self) -> torch.Tensor | None:
+        if all(b.bias is None for b in self.bases):
+            return None
+        return torch.cat([b.bias.detach() if b.bias is not None else torch.zeros(b.weight.shape[0])
+                          for b in self.bases])
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def stale(self) -> bool:
+        versions = tuple(b.weight._version for b in self.bases)
+        return self.quant == "int8" and (versions != self.versions or bool(self.merged))
+
+    def requantize(self) -> None:
+        w = self._weight(0) if len(self.bases) == 1 else torch.cat([self._weight(i) for i in range(len(self.bases))])
+        self.packed = _quantize(w, self._bias())
+        self.versions = tuple(b.weight._version for b in self.bases)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """One output per module (a list when several modules are stacked)."""
         if self.quant == "int8":
             y = torch.ops.quantized.linear_dynamic(x, self.packed, True)
-        elif self.merged_fallback:
-            y = F.linear(x, self._dense_weight(), self.bias)
+            outs = list(y.split(self.sizes, dim=-1)) if len(self.sizes) > 1 else [y]
         else:
-            y = F.linear(x, self.weight.detach(), None if self.bias is None else self.bias.detach())
-        if not self.merged_fallback:
-            for a, b, scale in self.adapters:
-                y = y + scale * F.linear(F.linear(x, a.detach()), b.detach())
-        return y
+            outs = []
+            for i, b in enumerate(self.bases):
+                w = self._weight(i) if self.modules[i] in self.merged else b.weight.detach()
+                outs.append(F.linear(x, w, None if b.bias is None else b.bias.detach()))
+        for i, side in enumerate(self.adapters):
+            for a, b, scale in side:
+                outs[i] = outs[i] + scale * F.linear(F.linear(x, a.detach()), b.detach())
+        return outs if len(outs) > 1 else outs[0]
 
 
 @dataclass
 class _Layer:
     ln1: torch.Tensor
-    q: _Linear
-    k: _Linear
-    v: _Linear
+    qkv: list[_Linear]  # one stacked int8 linear, or q, k, v
     q_norm: torch.Tensor | None
     k_norm: torch.Tensor | None
     o: _Linear
     ln2: torch.Tensor
-    gate: _Linear
-    up: _Linear
+    gate_up: list[_Linear]  # one stacked int8 linear, or gate, up
     down: _Linear
 
     def linears(self) -> list[_Linear]:
-        return [self.q, self.k, self.v, self.o, self.gate, self.up, self.down]
+        return [*self.qkv, self.o, *self.gate_up, self.down]
 
 
 class FastCPUEngine:
@@ -147,26 +160,37 @@ class FastCPUEngine:
     # ---- weights ------------------------------------------------------------------------------------------
     def sync(self) -> None:
         """Make the decoder see the current weights. fp32 reads the live parameters (nothing to do once built);
-        int8 re-quantises the weights that changed since the last call."""
-        if self.layers:
-            for lin in [self.lm_head] + [x for layer in self.layers for x in layer.linears()]:
-                lin.refresh()
-            return
+        int8 re-quantises the weights that changed since the last call, two layers at a time."""
+        if not self.layers:
+            self._build()
+        stale = [lin for lin in [self.lm_head] + [x for layer in self.layers for x in layer.linears()] if lin.stale()]
+        if stale:
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                list(pool.map(_Linear.requantize, stale))
+
+    def _group(self, modules: list[Any]) -> list[_Linear]:
+        """Stack projections that read the same input into one int8 matrix; fp32 keeps them separate (live)."""
+        plain = all(not hasattr(m, "base_layer") or not m.active_adapters for m in modules)
+        if self.quant == "int8" and plain:
+            return [_Linear(modules, self.quant)]
+        return [_Linear([m], self.quant) for m in modules]
+
+    def _build(self) -> None:
         inner = self.base.model
         self.embed = inner.embed_tokens.weight.detach()
         self.norm = inner.norm.weight.detach()
-        self.lm_head = _Linear(self.base.lm_head, self.quant)
+        self.lm_head = _Linear([self.base.lm_head], self.quant)
         for layer in inner.layers:
             att, mlp = layer.self_attn, layer.mlp
             self.layers.append(_Layer(
                 ln1=layer.input_layernorm.weight.detach(),
-                q=_Linear(att.q_proj, self.quant), k=_Linear(att.k_proj, self.quant), v=_Linear(att.v_proj, self.quant),
+                qkv=self._group([att.q_proj, att.k_proj, att.v_proj]),
                 q_norm=att.q_norm.weight.detach() if hasattr(att, "q_norm") else None,
                 k_norm=att.k_norm.weight.detach() if hasattr(att, "k_norm") else None,
-                o=_Linear(att.o_proj, self.quant),
+                o=_Linear([att.o_proj], self.quant),
                 ln2=layer.post_attention_layernorm.weight.detach(),
-                gate=_Linear(mlp.gate_proj, self.quant), up=_Linear(mlp.up_proj, self.quant),
-                down=_Linear(mlp.down_proj, self.quant),
+                gate_up=self._group([mlp.gate_proj, mlp.up_proj]),
+                down=_Linear([mlp.down_proj], self.quant),
             ))
 
     def _rope_tables(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,7 +213,7 @@ class FastCPUEngine:
     def _qkv(self, layer: _Layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """h (..., D) -> q (..., H, hd), k, v (..., K, hd) with RoPE applied; cos/sin broadcast as (..., 1, hd)."""
         H, K, hd = self.num_heads, self.num_kv, self.head_dim
-        q, k, v = layer.q(h), layer.k(h), layer.v(h)
+        q, k, v = layer.qkv[0](h) if len(layer.qkv) == 1 else [lin(h) for lin in layer.qkv]
         q = q.unflatten(-1, (H, hd))
         k = k.unflatten(-1, (K, hd))
         v = v.unflatten(-1, (K, hd))
@@ -199,7 +223,8 @@ class FastCPUEngine:
 
     def _mlp(self, layer: _Layer, x: torch.Tensor) -> torch.Tensor:
         h = self._rms(x, layer.ln2)
-        return x + layer.down(F.silu(layer.gate(h)) * layer.up(h))
+        gate, up = layer.gate_up[0](h) if len(layer.gate_up) == 1 else [lin(h) for lin in layer.gate_up]
+        return x + layer.down(F.silu(gate) * up)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self._rms(x, self.norm)).float()
@@ -237,13 +262,13 @@ class FastCPUEngine:
             low_kept = warped.masked_fill(~kept, float("inf")).amin(dim=-1)
             high_dropped = scaled.masked_fill(kept, float("-inf")).amax(dim=-1)
             threshold = torch.where(torch.isinf(high_dropped), high_dropped, (low_kept + high_dropped) / 2)
-        logp = warped.log_softmax(dim=-1)
+        lse = warped.logsumexp(dim=-1, keepdim=True)
         # Inverse-CDF sampling: one uniform per row. torch.multinomial draws an exponential per vocabulary
         # entry (~10 ms per step at V=49k); this is the same distribution for a fraction of the cost.
-        cdf = logp.exp().cumsum(dim=-1)
+        cdf = (warped - lse).exp_().cumsum_(dim=-1)
         u = (1.0 - torch.rand((logits.shape[0], 1), generator=gen)) * cdf[:, -1:]  # in (0, total]
         tok = torch.searchsorted(cdf, u).squeeze(1).clamp(max=logits.shape[-1] - 1)
-        return tok, logp.gather(1, tok.unsqueeze(1)).squeeze(1), threshold
+        return tok, (warped.gather(1, tok.unsqueeze(1)) - lse).squeeze(1), threshold
 
     # ---- generation ---------------------------------------------------------------------------------------
     @torch.inference_mode()
