@@ -157,7 +157,7 @@ def test_lora_side_path_matches_hf(tiny_model_dir):
     assert torch.equal(fast.completion_ids, ref.completion_ids)
 
 
-@pytest.mark.parametrize("quant", ["none", "int8"])
+@pytest.mark.parametrize("quant", ["none", "fp16", "int8"])
 def test_sync_sees_in_place_weight_updates(tiny_model_dir, quant):
     model, tok = load_model(Config.from_flat(model=str(tiny_model_dir)).model)
     model.eval()
@@ -174,3 +174,16 @@ def test_sync_sees_in_place_weight_updates(tiny_model_dir, quant):
     after = engine.generate(prompts, p, g).completion_ids
     fresh = FastCPUEngine(model, eos, pad, quant=quant).generate(prompts, p, g).completion_ids
     assert torch.equal(after, fresh) and not torch.equal(after, before)
+
+
+def test_fp16_sampler_is_nearly_on_policy(setup):
+    """fp16 weights with fp32 activations: sampled log-probs within 1e-2 of the fp32 training forward."""
+    model, tok, prompts = setup
+    p = SamplingParams(group_size=4, max_new_tokens=12, temperature=1.0)
+    ro = FastCPUEngine(model, eos_token_ids(model, tok), tok.pad_token_id, quant="fp16").generate(
+        prompts, p, torch.Generator().manual_seed(7))
+    _check_masks(ro, set(eos_token_ids(model, tok)), 12)
+    rows_prompts = [ro.row_prompt(r) for r in range(ro.num_rows)]
+    with torch.no_grad():
+        logp, _ = token_logprobs(model, rows_prompts, ro.completion_ids, ro.mask, 1.0, tok.pad_token_id)
+    assert float(((ro.sampler_logp - logp).abs() * ro.mask).max()) < 1e-2

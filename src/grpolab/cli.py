@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-high", type=float, default=0.9, help="highest pass rate worth training on (default 0.9)")
     p.add_argument("--out", default="", help="also write the result as JSON to this file")
 
+    p = sub.add_parser("plan", help="predict peak RAM and step time of a setting; recommend settings that fit",
+                       description="Predict peak RAM (and, calibrated on this machine, seconds per step) before a run.")
+    p.add_argument("--memory", help="recommend settings that fit in this much RAM, e.g. 8GB")
+    p.add_argument("--calibrate", action="store_true", help="measure this machine (~1 minute) for time predictions; "
+                   "the result is cached and reused")
+    _add_config_flags(p, only=("model", "task", "rollout", "algo", "train"))
+
     sub.add_parser("recipes", help="list the named recipes with their knobs and sources")
     sub.add_parser("tasks", help="list the built-in tasks")
     return parser
@@ -167,6 +174,51 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from grpolab import plan as P
+    from grpolab.models import cache_dir
+
+    cfg = _config_from_args(args)
+    arch = P.arch_for(cfg.model.model)
+    setting = P.Setting.from_config(cfg)
+    cal_path = cache_dir() / "calibration" / (cfg.model.model.replace("/", "_") + ".json")
+    cal = P.Calibration.load(cal_path)
+    if args.calibrate:
+        from grpolab.models import load_model
+
+        print("calibrating on this machine (decode and forward/backward measurements) ...", flush=True)
+        model, tok = load_model(cfg.model)
+        cal = P.calibrate(model, tok)
+        cal.save(cal_path)
+    mem = P.predict_memory(arch, setting)
+    print(f"model {cfg.model.model}: {arch.params / 1e6:.0f}M parameters, {arch.layers} layers; "
+          f"G={setting.group_size} B={setting.prompts_per_step} T={setting.max_new_tokens} "
+          f"{'LoRA r=' + str(setting.lora_rank) if setting.lora_rank else 'full fine-tune'}"
+          f"{', micro-batch ' + str(setting.micro_batch) if setting.micro_batch else ''}"
+          f"{', gradient checkpointing' if setting.gradient_checkpointing else ''}")
+    print(mem.table())
+    if cal is not None:
+        t = P.predict_time(arch, setting, cal)
+        print(f"  predicted seconds per step      {t.step_s:6.1f} s (generation {t.generation_s:.1f} s at full "
+              f"length, update {t.update_s:.1f} s, every row trained)")
+    else:
+        print("  (add --calibrate once to predict seconds per step on this machine)")
+    print(f"  available now                   {P.available_memory() / P.GB:6.2f} GB")
+    print("\npeak RAM" + (" and seconds per step" if cal else "") + " by rollouts x max new tokens:")
+    print(P.grid(arch, setting, cal))
+    if args.memory:
+        limit = P.parse_size(args.memory)
+        fits = P.recommend(arch, setting, limit)
+        if mem.peak <= limit:
+            print(f"\nthe setting fits in {args.memory} (predicted {mem.peak / P.GB:.1f} GB)")
+        print(f"\nsettings near this one that fit in {args.memory}:" if fits else
+              f"\nnothing near this setting fits in {args.memory}; try a smaller model")
+        for what, s, peak in fits:
+            extra = f", {P.predict_time(arch, s, cal).step_s:.0f} s/step" if cal else ""
+            print(f"  {what:45s} ~{peak / P.GB:.1f} GB{extra}")
+    return 0
+
+
 def cmd_recipes(_: argparse.Namespace) -> int:
     from grpolab.recipes import BASE_KNOBS, RECIPES
 
@@ -192,7 +244,7 @@ def cmd_tasks(_: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "demo": cmd_demo, "eval": cmd_eval, "calibrate": cmd_calibrate,
-            "recipes": cmd_recipes, "tasks": cmd_tasks}
+            "recipes": cmd_recipes, "tasks": cmd_tasks, "plan": cmd_plan}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

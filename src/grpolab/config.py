@@ -85,8 +85,9 @@ class RolloutConfig:
     top_k: int = _f(0, "top-k sampling (0 = off)")
     engine: str = _f("auto", "rollout engine: 'fast' (CPU decoder), 'hf' (transformers generate), or auto",
                      ("auto", "fast", "hf"))
-    rollout_quant: str = _f("none", "weights used for sampling: 'none' (same as training) or 'int8'",
-                            ("none", "int8"))
+    rollout_quant: str = _f("none", "weights used for sampling: 'none' (fp32, same as training), 'fp16' (fp16 "
+                            "weights, fp32 activations: ~3x faster decoding at G=8, nearly on-policy) or 'int8' "
+                            "(fastest, but a visibly different policy on small models)", ("none", "fp16", "int8"))
     ignore_eos: bool = _f(False, "always generate max_new_tokens (for benchmarks that need equal work per step)")
 
 

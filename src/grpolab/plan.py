@@ -114,8 +114,10 @@ def predict_memory(arch: Arch, s: Setting) -> MemoryPlan:
     }
     if s.reference_copy:
         parts["reference copy"] = arch.params * b
-    if s.rollout_quant == "int8":
-        parts["int8 sampler weights"] = arch.layers * arch.linear_params_per_layer + arch.vocab * arch.hidden
+    if s.rollout_quant in ("int8", "fp16"):
+        per = 1 if s.rollout_quant == "int8" else 2
+        parts[f"{s.rollout_quant} sampler weights"] = per * (arch.layers * arch.linear_params_per_layer +
+                                                              arch.vocab * arch.hidden)
     kv = s.rows * (s.prompt_tokens + s.max_new_tokens) * arch.kv_floats_per_token * 4
     rows = s.micro_batch or s.rows
     # tokens in one micro-batch's graph: the completions plus one prompt pass per group it touches
@@ -188,7 +190,8 @@ class TimePlan:
 def predict_time(arch: Arch, s: Setting, cal: Calibration, decode_fraction: float = 1.0) -> TimePlan:
     """Seconds per step when every row generates `decode_fraction` of max_new_tokens and every row trains."""
     steps = s.max_new_tokens * decode_fraction
-    generation = steps * cal.decode_s(s.rows) * (0.45 if s.rollout_quant == "int8" else 1.0)
+    speedup = {"int8": 0.35, "fp16": 0.5}.get(s.rollout_quant, 1.0)  # measured at G=8 (bench/NOTES.md)
+    generation = steps * cal.decode_s(s.rows) * speedup
     flop_token = 2 * arch.params
     tokens = s.rows * s.max_new_tokens * decode_fraction + s.prompts_per_step * s.prompt_tokens
     mult = 2 if s.lora_rank else 3  # LoRA: no gradient for the frozen weights
@@ -283,3 +286,51 @@ def recommend(arch: Arch, s: Setting, limit: float) -> list[tuple[str, Setting, 
         if peak <= limit:
             fits.append((what, opt, peak))
     return fits
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# entry points used by the CLI and the trainer
+# ---------------------------------------------------------------------------------------------------------------
+def arch_for(model_name: str) -> Arch:
+    """Read the model's config (no weights) and return its planner description."""
+    from transformers import AutoConfig
+
+    from grpolab.models import resolve_model_path
+
+    return Arch.from_config(AutoConfig.from_pretrained(resolve_model_path(model_name)))
+
+
+def preflight(cfg: Any, prompt_tokens: int = 48) -> MemoryPlan:
+    """Refuse a setting that cannot fit in the memory available now, before anything is loaded."""
+    arch = arch_for(cfg.model.model)
+    setting = Setting.from_config(cfg, prompt_tokens)
+    plan = predict_memory(arch, setting)
+    available = available_memory()
+    if plan.peak > available:
+        fits = recommend(arch, setting, available)
+        hint = "; ".join(f"{what} (~{peak / GB:.1f} GB)" for what, _, peak in fits[:3]) or \
+            "a smaller model or fewer rollouts (--group-size) and tokens (--max-new-tokens)"
+        raise UserError(f"this setting needs about {plan.peak / GB:.1f} GB of RAM at its peak but {available / GB:.1f} GB "
+                        f"is available (G={setting.group_size}, B={setting.prompts_per_step}, "
+                        f"T={setting.max_new_tokens}). Settings that fit: {hint}. See `grpolab plan`.")
+    return plan
+
+
+def grid(arch: Arch, base: Setting, cal: Calibration | None, groups=(4, 8, 16),
+         tokens=(128, 256, 512, 1024)) -> str:
+    """A text table: rollouts (G) x max new tokens -> predicted peak RAM (and seconds per step)."""
+    from dataclasses import replace
+
+    head = "rollouts \\ max tokens " + "".join(f"{t:>16d}" for t in tokens)
+    lines = [head]
+    for g in groups:
+        cells = []
+        for t in tokens:
+            s = replace(base, group_size=g, max_new_tokens=t)
+            mem = predict_memory(arch, s).peak / GB
+            cell = f"{mem:.1f} GB"
+            if cal is not None:
+                cell += f" {predict_time(arch, s, cal).step_s:5.0f}s"
+            cells.append(f"{cell:>16s}")
+        lines.append(f"{g:>22d}" + "".join(cells))
+    return "\n".join(lines)

@@ -22,6 +22,7 @@ from grpolab.config import Config
 from grpolab.errors import UserError
 from grpolab.evaluate import EvalResult, evaluate
 from grpolab.models import eos_token_ids, export_model, load_model
+from grpolab.plan import preflight
 from grpolab.report.console import ConsoleReporter
 from grpolab.report.jsonl import JsonlWriter, truncate_after_step
 from grpolab.rewards import build_reward_terms
@@ -90,6 +91,8 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: dict[
     extend `steps` or `max_minutes`). on_step: called with each step's metrics record.
     """
     # 0. set-up: run directory (config.json first), model, task, rewards, engines, optimizer, state
+    if not resume:
+        preflight(cfg)  # refuse a setting that cannot fit before anything is loaded or written
     run = RunDir.open(resume) if resume else RunDir.create(cfg)
     if resume:
         cfg = run.config.replace(**overrides) if overrides else run.config

@@ -59,6 +59,17 @@ def _quantize(weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
     return torch.ops.quantized.linear_prepack(qt, None if bias is None else bias.detach().float())
 
 
+def _pack_fp16(weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
+    """fp16 weights prepacked for fbgemm; activations stay fp32 (no activation rounding)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ops.quantized.linear_prepack_fp16(weight.detach().float().contiguous(),
+                                                       None if bias is None else bias.detach().float())
+
+
+PACKERS = {"int8": _quantize, "fp16": _pack_fp16}
+
+
 class _Linear:
     """y = x W^T + b (+ LoRA side paths), reading the live parameters of one or more Linear / peft LoraLayers.
 
@@ -101,17 +112,20 @@ class _Linear:
 
     def stale(self) -> bool:
         versions = tuple(b.weight._version for b in self.bases)
-        return self.quant == "int8" and (versions != self.versions or bool(self.merged))
+        return self.quant in PACKERS and (versions != self.versions or bool(self.merged))
 
     def requantize(self) -> None:
         w = self._weight(0) if len(self.bases) == 1 else torch.cat([self._weight(i) for i in range(len(self.bases))])
-        self.packed = _quantize(w, self._bias())
+        self.packed = PACKERS[self.quant](w, self._bias())
         self.versions = tuple(b.weight._version for b in self.bases)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """One output per module (a list when several modules are stacked)."""
-        if self.quant == "int8":
-            y = torch.ops.quantized.linear_dynamic(x, self.packed, True)
+        if self.quant in PACKERS:
+            if self.quant == "int8":
+                y = torch.ops.quantized.linear_dynamic(x, self.packed, True)
+            else:
+                y = torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
             outs = list(y.split(self.sizes, dim=-1)) if len(self.sizes) > 1 else [y]
         else:
             outs = []
@@ -171,7 +185,7 @@ class FastCPUEngine:
     def _group(self, modules: list[Any]) -> list[_Linear]:
         """Stack projections that read the same input into one int8 matrix; fp32 keeps them separate (live)."""
         plain = all(not hasattr(m, "base_layer") or not m.active_adapters for m in modules)
-        if self.quant == "int8" and plain:
+        if self.quant in PACKERS and plain:
             return [_Linear(modules, self.quant)]
         return [_Linear([m], self.quant) for m in modules]
 
