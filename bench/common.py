@@ -27,6 +27,8 @@ TASKS: dict[str, dict[str, Any]] = {
     "add1": dict(task="arithmetic", digits=1, terms=2, operators="+", eval_size=40),
     "add2": dict(task="arithmetic", digits=2, terms=2, operators="+", eval_size=100),
     "add2x3": dict(task="arithmetic", digits=2, terms=3, operators="+", eval_size=200),
+    "add1x3": dict(task="arithmetic", digits=1, terms=3, operators="+", eval_size=200),
+    "sub2": dict(task="arithmetic", digits=2, terms=2, operators="-", eval_size=200),
     "mix1x3": dict(task="arithmetic", digits=1, terms=3, operators="+*", eval_size=200),
 }
 

@@ -83,6 +83,102 @@ def _optimizer(model: Any, cfg: Config) -> tuple[Any, Any]:
     return opt, sched
 
 
+class _Session:
+    """Everything a run holds: set up once (step 0), then used by the stages of `train`."""
+
+    def __init__(self, cfg: Config | None, resume: str | Path | None, overrides: dict[str, Any] | None) -> None:
+        if not resume:
+            preflight(cfg)  # refuse a setting that cannot fit before anything is loaded or written
+        self.run = RunDir.open(resume) if resume else RunDir.create(cfg)
+        if resume:
+            cfg = self.run.config.replace(**overrides) if overrides else self.run.config
+        assert cfg is not None
+        self.cfg = cfg
+        set_allocator(cfg.train.allocator)
+        self.model, self.tokenizer = load_model(cfg.model)
+        self.task = build_task(cfg.task, cfg.train.seed)
+        self.terms = build_reward_terms(cfg.reward.rewards, self.task.verifier, cfg.reward.answer_mode,
+                                        cfg.reward.reward_fn, cfg.reward.reward_fn_format)
+        self.eos, self.pad = eos_token_ids(self.model, self.tokenizer), self.tokenizer.pad_token_id
+        r = cfg.rollout
+        self.engine = build_engine(r.engine, self.model, [] if r.ignore_eos else self.eos, self.pad, r.rollout_quant)
+        # evaluation decodes with fp32 weights and the real end-of-sequence tokens (built on first use otherwise)
+        self._eval_engine = self.engine if r.rollout_quant == "none" and not r.ignore_eos else None
+        if cfg.algo.keep_sampling_mask and (r.top_k > 0 or r.top_p < 1) and self.engine.name != "fast":
+            raise UserError(f"--keep-sampling-mask needs the sampler's kept sets, which the '{self.engine.name}' engine "
+                            "does not report. Fix: --engine fast, or --no-keep-sampling-mask, or no top-k/top-p")
+        full_ft_ref = cfg.algo.beta > 0 and cfg.model.lora_rank == 0
+        self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False) if full_ft_ref else None
+        self.optimizer, self.scheduler = _optimizer(self.model, cfg)
+        self.gen = torch.Generator().manual_seed(cfg.train.seed)
+        self.state: dict[str, Any] = {"step": 0, "cursor": 0, "train_seconds": 0.0, "best_accuracy": None,
+                                      "best_step": None, "best_checkpoint": None, "eval_before": None}
+        if resume:
+            ckpt = latest_checkpoint(self.run.checkpoints)
+            if ckpt is None:
+                raise UserError(f"run '{self.run.path}' has no checkpoint to resume from. Fix: start a new run")
+            self.state = load_checkpoint(ckpt, self.model, self.optimizer, self.scheduler)
+            restore_generator(self.gen, self.state["generator"])
+            for f in (self.run.metrics_path, self.run.rollouts_path):
+                truncate_after_step(f, self.state["step"])
+            self.engine.sync()
+        self.sampling = SamplingParams(r.group_size, r.max_new_tokens, r.temperature, r.top_p, r.top_k)
+        self.metrics_out, self.rollouts_out = JsonlWriter(self.run.metrics_path), JsonlWriter(self.run.rollouts_path)
+        self.console = ConsoleReporter(cfg, self.run.path, quiet=cfg.run.quiet)
+
+    def evaluate(self, step: int) -> EvalResult:
+        cfg = self.cfg
+        if self._eval_engine is None:
+            self._eval_engine = build_engine(cfg.rollout.engine, self.model, self.eos, self.pad)
+        self._eval_engine.sync()
+        result = evaluate(self.model, self._eval_engine, self.tokenizer, self.task.eval_examples(),
+                          cfg.task.system_prompt, self.task.verifier,
+                          cfg.eval.eval_max_new_tokens or cfg.rollout.max_new_tokens, cfg.eval.eval_batch)
+        self.metrics_out.write({"step": step, "train_seconds": round(self.state["train_seconds"], 3),
+                                **result.metrics()})
+        self.run.write_eval_records(step, result.records)
+        self.console.eval(step, result)
+        return result
+
+    def eval_due(self, step: int) -> bool:
+        e = self.cfg.eval
+        due = bool(e.eval_every) and step % e.eval_every == 0
+        if e.eval_every_minutes:
+            period = e.eval_every_minutes * 60
+            if self.state["train_seconds"] >= self.state.get("next_eval_seconds", period):
+                self.state["next_eval_seconds"] = (self.state["train_seconds"] // period + 1) * period
+                due = True
+        return due
+
+    def checkpoint(self, step: int) -> Path:
+        self.state["step"] = step
+        return save_checkpoint(self.run.checkpoints, step, self.model, self.optimizer, self.scheduler,
+                               {**self.state, "generator": generator_state(self.gen)}, self.cfg.run.keep_checkpoints)
+
+    def update(self, step: int, groups: list[Any], nonfinite: list[int]) -> dict[str, float]:
+        """Stage 5: the policy update; a NaN/inf loss skips the optimizer step (three in a row stop the run)."""
+        cfg = self.cfg
+        try:
+            upd = policy_update(self.model, to_update_batch(groups, cfg), cfg.algo, self.optimizer, self.scheduler,
+                                temperature=cfg.rollout.temperature, pad_id=self.pad, micro_batch=cfg.train.micro_batch,
+                                grad_clip=cfg.train.grad_clip, ref_model=self.ref_model)
+            nonfinite[0] = 0
+            return upd
+        except NonFiniteLoss as e:
+            nonfinite[0] += 1
+            self.console.message(f"step {step}: {e}; optimizer step skipped, weights unchanged")
+            if nonfinite[0] >= 3:
+                raise UserError("the loss or gradient was NaN/inf on 3 steps in a row (weights unchanged by them; the "
+                                "last checkpoint is intact). Fix: lower --lr by 10x, keep --grad-clip 1.0, use "
+                                "--dtype float32") from e
+            return {"rows_trained": 0.0, "nonfinite": 1.0}
+
+    def close(self) -> None:
+        self.metrics_out.close()
+        self.rollouts_out.close()
+        self.console.close()
+
+
 def train(cfg: Config | None, resume: str | Path | None = None, overrides: dict[str, Any] | None = None,
           on_step: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     """Train with GRPO (or the configured recipe); returns where everything was written and the accuracies.
@@ -90,160 +186,75 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: dict[
     resume: a run directory to continue from its latest checkpoint, with its saved settings (`overrides` may
     extend `steps` or `max_minutes`). on_step: called with each step's metrics record.
     """
-    # 0. set-up: run directory (config.json first), model, task, rewards, engines, optimizer, state
-    if not resume:
-        preflight(cfg)  # refuse a setting that cannot fit before anything is loaded or written
-    run = RunDir.open(resume) if resume else RunDir.create(cfg)
-    if resume:
-        cfg = run.config.replace(**overrides) if overrides else run.config
-    assert cfg is not None
-    set_allocator(cfg.train.allocator)
-    model, tokenizer = load_model(cfg.model)
-    task = build_task(cfg.task, cfg.train.seed)
-    terms = build_reward_terms(cfg.reward.rewards, task.verifier, cfg.reward.answer_mode, cfg.reward.reward_fn,
-                               cfg.reward.reward_fn_format)
-    eos, pad = eos_token_ids(model, tokenizer), tokenizer.pad_token_id
-    sample_eos = [] if cfg.rollout.ignore_eos else eos
-    engine = build_engine(cfg.rollout.engine, model, sample_eos, pad, cfg.rollout.rollout_quant)
-    same = cfg.rollout.rollout_quant == "none" and not cfg.rollout.ignore_eos
-    eval_engines: list[Any] = [engine] if same else []  # built on first use: fp32 weights, real EOS
-    warps = cfg.rollout.top_k > 0 or cfg.rollout.top_p < 1
-    if cfg.algo.keep_sampling_mask and warps and engine.name != "fast":
-        raise UserError(f"--keep-sampling-mask needs the sampler's kept sets, which the '{engine.name}' engine does not "
-                        "report. Fix: --engine fast, or --no-keep-sampling-mask, or sample without top-k/top-p")
-    full_ft_ref = cfg.algo.beta > 0 and cfg.model.lora_rank == 0
-    ref_model = copy.deepcopy(model).eval().requires_grad_(False) if full_ft_ref else None
-    optimizer, scheduler = _optimizer(model, cfg)
-    gen = torch.Generator().manual_seed(cfg.train.seed)
-    state: dict[str, Any] = {"cursor": 0, "train_seconds": 0.0, "best_accuracy": None, "best_step": None,
-                             "best_checkpoint": None, "eval_before": None}
-    start = 0
-    if resume:
-        ckpt = latest_checkpoint(run.checkpoints)
-        if ckpt is None:
-            raise UserError(f"run '{run.path}' has no checkpoint to resume from. Fix: start a new run")
-        state = load_checkpoint(ckpt, model, optimizer, scheduler)
-        restore_generator(gen, state["generator"])
-        start = state["step"]
-        for f in (run.metrics_path, run.rollouts_path):
-            truncate_after_step(f, start)
-        engine.sync()
-    metrics_out, rollouts_out = JsonlWriter(run.metrics_path), JsonlWriter(run.rollouts_path)
-    sampling = SamplingParams(cfg.rollout.group_size, cfg.rollout.max_new_tokens, cfg.rollout.temperature,
-                              cfg.rollout.top_p, cfg.rollout.top_k)
-    eval_max_new = cfg.eval.eval_max_new_tokens or cfg.rollout.max_new_tokens
-
-    def run_eval(step: int) -> EvalResult:
-        if not eval_engines:
-            eval_engines.append(build_engine(cfg.rollout.engine, model, eos, pad))
-        eval_engine = eval_engines[0]
-        eval_engine.sync()
-        result = evaluate(model, eval_engine, tokenizer, task.eval_examples(), cfg.task.system_prompt,
-                          task.verifier, eval_max_new, cfg.eval.eval_batch)
-        metrics_out.write({"step": step, "train_seconds": round(state["train_seconds"], 3), **result.metrics()})
-        run.write_eval_records(step, result.records)
-        console.eval(step, result)
-        return result
-
-    def checkpoint(step: int) -> Path:
-        return save_checkpoint(run.checkpoints, step, model, optimizer, scheduler,
-                               {**state, "generator": generator_state(gen)}, cfg.run.keep_checkpoints)
-
-    console = ConsoleReporter(cfg, run.path, quiet=cfg.run.quiet)
-    console.start(start)
-    for report in getattr(task, "reports", ()):  # data tasks: rows read, loaded and skipped (--skip-bad-rows)
-        console.message(report.line())
-    eval_before = None
-    if not resume and cfg.eval.eval_before_after:
-        eval_before = run_eval(0)
-        state["eval_before"] = eval_before.accuracy
-    step, interrupted, nonfinite = start, False, 0
-    last_eval: EvalResult | None = None
-    last_eval_step = -1
+    # 0. set-up: config.json first, model, task, rewards, engines, optimizer, RNG, state (or the checkpoint's)
+    s = _Session(cfg, resume, overrides)
+    cfg, state = s.cfg, s.state
+    start = step = state["step"]
+    s.console.start(start)
+    for report in getattr(s.task, "reports", ()):  # data tasks: rows read, loaded and skipped (--skip-bad-rows)
+        s.console.message(report.line())
+    eval_before = s.evaluate(0) if not resume and cfg.eval.eval_before_after else None
+    state["eval_before"] = None if eval_before is None else eval_before.accuracy
+    last_eval: tuple[int, EvalResult] | None = None
+    interrupted, nonfinite, ckpt_dir, final_dir = False, [0], None, None
     try:
         with _StopFlag() as stop:
-            while step < cfg.train.steps:
-                if cfg.train.max_minutes and state["train_seconds"] >= cfg.train.max_minutes * 60:
-                    break
+            while step < cfg.train.steps and not (cfg.train.max_minutes and
+                                                  state["train_seconds"] >= cfg.train.max_minutes * 60):
                 t_step = time.perf_counter()
                 step += 1
                 torch.manual_seed(hash((cfg.train.seed, step)) % 2**62)  # dropout: reproducible per step
                 # 1-4. sample B groups, score them, advantages; filter zero-variance groups if the recipe says so
-                model.eval()
-                groups, sampled, sample_info = collect_groups(task, tokenizer, engine, terms, sampling, cfg, state, gen)
-                # 5. policy update on the informative rows
-                model.train()
-                batch = to_update_batch(groups, cfg)
+                s.model.eval()
+                groups, sampled, info = collect_groups(s.task, s.tokenizer, s.engine, s.terms, s.sampling, cfg, state,
+                                                       s.gen)
+                # 5. policy update on the rows that carry a gradient
+                s.model.train()
                 t_update = time.perf_counter()
-                try:
-                    upd = policy_update(model, batch, cfg.algo, optimizer, scheduler,
-                                        temperature=cfg.rollout.temperature, pad_id=pad,
-                                        micro_batch=cfg.train.micro_batch, grad_clip=cfg.train.grad_clip,
-                                        ref_model=ref_model)
-                    nonfinite = 0
-                except NonFiniteLoss as e:
-                    nonfinite += 1
-                    console.message(f"step {step}: {e}; optimizer step skipped, weights unchanged")
-                    if nonfinite >= 3:
-                        raise UserError("the loss or gradient was NaN/inf on 3 steps in a row (weights unchanged by "
-                                        "them; the last checkpoint is intact). Fix: lower --lr by 10x, keep "
-                                        "--grad-clip 1.0, use --dtype float32") from e
-                    upd = {"rows_trained": 0.0, "nonfinite": 1.0}
+                upd = s.update(step, groups, nonfinite)
                 # 6. the sampler sees the new weights
-                engine.sync()
+                s.engine.sync()
                 # 7. log metrics and every completion
-                update_s = time.perf_counter() - t_update
                 step_s = time.perf_counter() - t_step
                 state["train_seconds"] += step_s
                 record = {"step": step, "train_seconds": round(state["train_seconds"], 3),
-                          "step_seconds": round(step_s, 3), "update_seconds": round(update_s, 3),
-                          "lr": scheduler.get_last_lr()[0], **sample_info, **upd}
-                metrics_out.write(record)
+                          "step_seconds": round(step_s, 3), "update_seconds": round(time.perf_counter() - t_update, 3),
+                          "lr": s.scheduler.get_last_lr()[0], **info, **upd}
+                s.metrics_out.write(record)
                 if cfg.run.log_rollouts:
-                    rollouts_out.write_many(rec for g in sampled for rec in g.records(step))
-                console.step(step, record)
+                    s.rollouts_out.write_many(rec for g in sampled for rec in g.records(step))
+                s.console.step(step, record)
                 if on_step is not None:
                     on_step(record)
                 # 8. evaluate, keep the best, checkpoint
                 saved = False
-                due_steps = cfg.eval.eval_every and step % cfg.eval.eval_every == 0
-                due_time = (cfg.eval.eval_every_minutes and
-                            state["train_seconds"] >= state.get("next_eval_seconds", cfg.eval.eval_every_minutes * 60))
-                if due_time:
-                    period = cfg.eval.eval_every_minutes * 60
-                    state["next_eval_seconds"] = (state["train_seconds"] // period + 1) * period
-                if due_steps or due_time:
-                    last_eval, last_eval_step = run_eval(step), step
-                    if state["best_accuracy"] is None or last_eval.accuracy > state["best_accuracy"]:
-                        state.update(best_accuracy=last_eval.accuracy, best_step=step,
+                if s.eval_due(step):
+                    last_eval = (step, s.evaluate(step))
+                    if state["best_accuracy"] is None or last_eval[1].accuracy > state["best_accuracy"]:
+                        state.update(best_accuracy=last_eval[1].accuracy, best_step=step,
                                      best_checkpoint=f"step-{step:06d}")
-                        checkpoint(step)
+                        s.checkpoint(step)
                         saved = True
                 if cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0 and not saved:
-                    checkpoint(step)
+                    s.checkpoint(step)
                 if stop.requested:
                     interrupted = True
-                    console.message("Ctrl-C: stopped after this step")
+                    s.console.message("Ctrl-C: stopped after this step")
                     break
         # 9. last checkpoint, final evaluation and export
-        ckpt_dir = checkpoint(step) if step > start else latest_checkpoint(run.checkpoints)
-        eval_after, final_dir = None, None
+        ckpt_dir = s.checkpoint(step) if step > start else latest_checkpoint(s.run.checkpoints)
         if not interrupted:
-            if (last_eval is None or last_eval_step != step) and cfg.eval.eval_before_after:
-                last_eval = run_eval(step)
-            eval_after = last_eval
-            if eval_after is not None and (state["best_accuracy"] is None or
-                                           eval_after.accuracy > state["best_accuracy"]):
-                state.update(best_accuracy=eval_after.accuracy, best_step=step)
+            if (last_eval is None or last_eval[0] != step) and cfg.eval.eval_before_after:
+                last_eval = (step, s.evaluate(step))
+            if last_eval is not None and (state["best_accuracy"] is None or last_eval[1].accuracy > state["best_accuracy"]):
+                state.update(best_accuracy=last_eval[1].accuracy, best_step=step)
             if cfg.run.export:
-                final_dir = export_model(model, tokenizer, run.path / "final")
+                final_dir = export_model(s.model, s.tokenizer, s.run.path / "final")
     finally:
-        metrics_out.close()
-        rollouts_out.close()
-        console.close()
-    result = TrainResult(run.path, step, eval_before, eval_after, state["best_accuracy"], state["best_step"],
+        s.close()
+    eval_after = last_eval[1] if last_eval is not None and not interrupted else None
+    result = TrainResult(s.run.path, step, eval_before, eval_after, state["best_accuracy"], state["best_step"],
                          final_dir, interrupted, state["train_seconds"])
-    run.write_summary(result, ckpt_dir)
-    console.summary(result)
+    s.run.write_summary(result, ckpt_dir)
+    s.console.summary(result)
     return result
-
