@@ -126,10 +126,10 @@ def main() -> None:
     table = report(a.out)
     print(table)
     if a.out == OUT:
-        _write_doc(table)
+        _write_doc(table, a)
 
 
-def _write_doc(table: str) -> None:
+def _write_doc(table: str, a: argparse.Namespace) -> None:
     from grpolab.recipes import BASE_KNOBS, RECIPES
 
     rows = []
@@ -158,14 +158,15 @@ Choices that differ silently between codebases, made explicit here:
 
 ## Measured: all recipes on the same task, seed and budget
 
-`python bench/recipes.py` (two-digit addition, SmolLM2-135M-Instruct full fine-tune, G=8, 64 new tokens,
-lr 1e-5, fp16 rollouts, 120 steps, seed 0; held-out accuracy is greedy on 100 problems).
+`python bench/recipes.py --task {a.task} --steps {a.steps} --eval-every {a.eval_every} --seed {a.seed}`
+(task `{a.task}`, SmolLM2-135M-Instruct full fine-tune, G=8, 64 new tokens, lr 1e-5, fp16 rollouts,
+{a.steps} steps; held-out accuracy is greedy, evaluated every {a.eval_every} steps).
 
 {table}
 
 ![reward and held-out accuracy by recipe](../bench/results/recipes/recipes.png)
 
-One seed and 120 steps on a 135M model: differences of a few points are within noise (the held-out split
+One seed and {a.steps} steps on a 135M model: differences of a few points are within noise (the held-out split
 has 100 problems, so one problem is one point). Read this as "each recipe runs and learns", not as a ranking.
 """
     (ROOT / "docs" / "recipes.md").write_text(doc)

@@ -7,6 +7,7 @@ process (clean peak RSS).
 
     python bench/vs_trl.py                      # G in {8, 16}, T=128, full fine-tune and LoRA r=16
     python bench/vs_trl.py --groups 8 --steps 3 # quicker
+    python bench/vs_trl.py --quants fp16,int8   # low-precision rollout variants (default: fp16)
 
 Writes bench/results/vs_trl.json and bench/results/vs_trl.md.
 """
@@ -143,7 +144,8 @@ def main() -> None:
     p.add_argument("--lora", default="0,16", help="LoRA ranks to measure (0 = full fine-tune)")
     p.add_argument("--steps", type=int, default=4, help="timed steps after the warm-up step")
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--int8", action="store_true", help="also measure grpolab with int8 rollouts")
+    p.add_argument("--quants", default="fp16",
+                   help="comma list of low-precision rollout variants also measured (fp16, int8; '' for none)")
     p.add_argument("--out", type=Path, default=RESULTS / "vs_trl.json")
     a = p.parse_args()
     rows = []
@@ -152,8 +154,8 @@ def main() -> None:
             common_args = ["--group-size", str(G), "--tokens", str(a.tokens), "--lora", str(lora), "--steps",
                            str(a.steps), "--warmup", str(a.warmup)]
             variants = [("trl", ["--system", "trl"]), ("grpolab", ["--system", "grpolab"])]
-            if a.int8:
-                variants.append(("grpolab-int8", ["--system", "grpolab", "--quant", "int8"]))
+            for q in (q for q in a.quants.split(",") if q):
+                variants.append((f"grpolab-{q}", ["--system", "grpolab", "--quant", q]))
             res = {}
             for name, extra in variants:
                 tmp_out = RESULTS / "tmp" / f"vs_trl-{name}-G{G}-lora{lora}.json"
