@@ -15,6 +15,7 @@ ALLOWED = {
     "tasks": {"errors", "tasks"},
     "rewards": {"errors", "rewards", "tasks"},
     "indicators": {"rewards"},
+    "curriculum": {"errors", "tasks", "calibrate"},
 }
 NO_TORCH = {"errors", "recipes", "config", "validation", "tasks", "rewards", "indicators"}
 

@@ -58,6 +58,13 @@ class TaskConfig:
     answer_field: str = _f("", "field holding the reference answer (default: the format's, e.g. answer)")
     skip_bad_rows: bool = _f(False, "skip and count malformed data rows instead of stopping at the first one")
     eval_fraction: float = _f(0.0, "fraction of the data's distinct prompts held out (0 = use --eval-size)")
+    curriculum: bool = _f(False, "train from an easier level up to the configured one (--digits / --level): start "
+                          "where the base pass rate shows signal, promote as the training pass rate rises")
+    curriculum_start: int = _f(0, "curriculum: level to start at (0 = choose from the measured base pass rate)")
+    curriculum_min_pass: float = _f(0.15, "curriculum: start at the hardest level whose base pass rate reaches this")
+    curriculum_problems: int = _f(16, "curriculum: training problems sampled per level to measure the base pass rate")
+    curriculum_promote: float = _f(0.7, "curriculum: promote when the pass rate over the window reaches this")
+    curriculum_window: int = _f(16, "curriculum: groups in the promotion window")
     verifier: str = _f("", "verifier deciding correctness (numeric, math, countdown, list, code; default: the "
                        "task's own)")
     code_timeout: float = _f(5.0, "code task: wall-clock seconds per sandboxed run of a completion's code")

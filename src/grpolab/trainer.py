@@ -19,6 +19,7 @@ import torch
 from grpolab.batch import collect_groups, to_update_batch
 from grpolab.checkpoint import generator_state, latest_checkpoint, load_checkpoint, restore_generator, save_checkpoint
 from grpolab.config import Config
+from grpolab.curriculum import Curriculum, base_pass_rate, choose_start
 from grpolab.errors import UserError
 from grpolab.evaluate import EvalResult, evaluate
 from grpolab.models import eos_token_ids, export_model, load_model
@@ -123,8 +124,44 @@ class _Session:
                 truncate_after_step(f, self.state["step"])
             self.engine.sync()
         self.sampling = SamplingParams(r.group_size, r.max_new_tokens, r.temperature, r.top_p, r.top_k)
+        self.curriculum = self._curriculum(resume)
         self.metrics_out, self.rollouts_out = JsonlWriter(self.run.metrics_path), JsonlWriter(self.run.rollouts_path)
         self.console = ConsoleReporter(cfg, self.run.path, quiet=cfg.run.quiet)
+
+    def _curriculum(self, resume: Any) -> Curriculum | None:
+        """The curriculum (it becomes the task), its start level chosen from the base pass rate on a new run."""
+        t = self.cfg.task
+        if not t.curriculum:
+            return None
+        cur = Curriculum(t, self.cfg.train.seed, t.curriculum_start, t.curriculum_promote, t.curriculum_window)
+        self.task = cur
+        if resume:
+            cur.load_state_dict(self.state["curriculum"])
+            return cur
+        if not t.curriculum_start:
+            level, rates = choose_start(cur, lambda lv: base_pass_rate(
+                cur, lv, self.model, self.engine, self.tokenizer, self.sampling, self.gen, t.curriculum_problems,
+                self.cfg.reward.answer_mode, max(1, self.cfg.eval.eval_batch // self.sampling.group_size)),
+                t.curriculum_min_pass)
+            cur.set_level(level)
+            self.state["curriculum_base_pass"] = {str(k): v for k, v in rates.items()}
+        self.state["curriculum"] = cur.state_dict()
+        return cur
+
+    def observe_curriculum(self, step: int, groups: list[Any]) -> dict[str, float]:
+        """Feed the step's pass rates to the curriculum; the level the step trained at, for the metrics."""
+        cur = self.curriculum
+        if cur is None:
+            return {}
+        level = cur.level
+        rates = [sum(g.scores["correct"]) / len(g.texts) if "correct" in g.scores else float((g.rewards > 0).float().mean())
+                 for g in groups]
+        new = cur.observe(rates)
+        self.state["curriculum"] = cur.state_dict()
+        if new is not None:
+            self.console.message(f"step {step}: curriculum promoted to {cur.field} {new} "
+                                 f"(pass rate over the last {cur.window} groups >= {cur.promote})")
+        return {"curriculum_level": float(level)}
 
     def evaluate(self, step: int) -> EvalResult:
         cfg = self.cfg
@@ -191,6 +228,11 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: dict[
     cfg, state = s.cfg, s.state
     start = step = state["step"]
     s.console.start(start)
+    if s.curriculum is not None and not resume:
+        rates = state.get("curriculum_base_pass") or {}
+        measured = ", ".join(f"{s.curriculum.field} {k}: {100 * v:.0f}%" for k, v in rates.items())
+        s.console.message(f"curriculum: levels {s.curriculum.levels}, starting at {s.curriculum.field} "
+                          f"{s.curriculum.level}" + (f" (base pass rate {measured})" if measured else ""))
     for report in getattr(s.task, "reports", ()):  # data tasks: rows read, loaded and skipped (--skip-bad-rows)
         s.console.message(report.line())
     eval_before = s.evaluate(0) if not resume and cfg.eval.eval_before_after else None
@@ -208,6 +250,7 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: dict[
                 s.model.eval()
                 groups, sampled, info = collect_groups(s.task, s.tokenizer, s.engine, s.terms, s.sampling, cfg, state,
                                                        s.gen)
+                info.update(s.observe_curriculum(step, sampled))
                 # 5. policy update on the rows that carry a gradient
                 s.model.train()
                 t_update = time.perf_counter()

@@ -73,6 +73,13 @@ def validate(cfg: Any) -> None:
     _check(m.lora_rank >= 0, f"--lora-rank {m.lora_rank} must be >= 0 (0 = full fine-tune)")
     _check(0 <= m.lora_dropout < 1, f"--lora-dropout {m.lora_dropout} must be in [0, 1)")
     _check(cfg.task.eval_size >= 1, f"--eval-size {cfg.task.eval_size} must be at least 1")
+    t = cfg.task
+    _check(0 < t.curriculum_promote <= 1, f"--curriculum-promote {t.curriculum_promote} must be in (0, 1], e.g. 0.7")
+    _check(0 <= t.curriculum_min_pass <= 1, f"--curriculum-min-pass {t.curriculum_min_pass} must be in [0, 1], e.g. 0.15")
+    _check(t.curriculum_window >= 1 and t.curriculum_problems >= 1,
+           f"--curriculum-window {t.curriculum_window} and --curriculum-problems {t.curriculum_problems} must be "
+           "at least 1")
+    _check(t.curriculum_start >= 0, f"--curriculum-start {t.curriculum_start} must be a level, or 0 for automatic")
     k = cfg.task
     _check(k.level >= 0, f"--level {k.level} must be >= 0 (0 = the task's easiest level or all rows)")
     _check(0 <= k.eval_fraction < 1, f"--eval-fraction {k.eval_fraction} must be in [0, 1) (0 = use --eval-size)")
