@@ -143,7 +143,9 @@ def report(out_dir: Path, minutes: float) -> str:
             best = max(x["accuracy"] for x in c)
             t_best = _time_to(c, trl_best) if trl_best is not None else None
             ratio = f"{t_best / trl_t:.2f}" if t_best is not None and trl_t else "-"
-            cells = [f"{100 * v:.1f}" if (v := _at(c, 60 * m)) is not None else "-" for m in marks]
+            budget = r.get("settings", {}).get("minutes", minutes)
+            cells = [f"{100 * v:.1f}" if m <= budget + 1e-9 and (v := _at(c, 60 * m)) is not None else "-"
+                     for m in marks]
             lines.append(f"| {task} | {seed} | {r['system']} | {r['steps']} | {100 * c[0]['accuracy']:.1f} | "
                          + " | ".join(cells) + f" | {100 * best:.1f} | "
                          f"{'-' if t_best is None else f'{t_best / 60:.1f} min'} | {ratio} | "
@@ -162,7 +164,7 @@ def _plot(runs: list[dict], path: Path) -> None:
 
     tasks = sorted({r["task"] for r in runs})
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
-    colors = {"trl": "tab:gray", "grpolab": "tab:blue", "grpolab-int8": "tab:orange"}
+    colors = {"trl": "tab:gray", "grpolab": "tab:blue", "grpolab-int8": "tab:orange", "grpolab-fp16": "tab:green"}
     for ax, task in zip(axes[0], tasks):
         for r in (r for r in runs if r["task"] == task):
             xs = [c["train_seconds"] / 60 for c in r["curve"]]

@@ -99,3 +99,11 @@ def test_int8_rollouts_turn_on_truncated_importance_sampling():
     assert Config.from_flat(rollout_quant="int8", tis_cap=3.0).algo.tis_cap == 3.0
     assert Config.from_flat(rollout_quant="int8", tis_cap=0).algo.tis_cap == 0.0
     assert Config.from_flat().algo.tis_cap == 0.0
+
+
+def test_the_demo_preset_is_a_valid_configuration():
+    from grpolab.presets import DEMO
+
+    cfg = Config.from_flat(**DEMO)
+    assert cfg.task.digits == 2 and cfg.rollout.rollout_quant == "fp16" and cfg.train.max_minutes > 0
+    assert cfg.eval.eval_every_minutes > 0  # the demo shows held-out accuracy while it trains

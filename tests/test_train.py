@@ -83,6 +83,29 @@ def test_micro_batches_give_the_same_update(tiny_model_dir, aggregation):
             torch.testing.assert_close(other[n], deltas[0][n], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["momentum", "skip"])
+def test_a_step_without_gradient_rows_follows_empty_steps(tiny_model_dir, mode):
+    cfg = Config.from_flat(model=str(tiny_model_dir), beta=0.0)
+    model, tok = load_model(cfg.model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    policy_update(model, _batch(), cfg.algo, opt, sched, temperature=1.0, pad_id=tok.pad_token_id, micro_batch=0,
+                  grad_clip=1.0)
+    after_first = {n: p.detach().clone() for n, p in model.named_parameters()}
+    empty = _batch()
+    empty.advantages.zero_()  # every group zero-variance: no row carries a gradient
+    stats = policy_update(model, empty, cfg.algo, opt, sched, temperature=1.0, pad_id=tok.pad_token_id,
+                          micro_batch=0, grad_clip=1.0, empty_steps=mode)
+    assert stats["rows_trained"] == 0 and stats["updates"] == (1.0 if mode == "momentum" else 0.0)
+    moved = [n for n, p in model.named_parameters() if not torch.equal(p, after_first[n])]
+    steps = {int(s["step"]) for s in opt.state.values()}
+    if mode == "momentum":  # AdamW with a zero gradient: m decays but is nonzero, so every weight moves again
+        assert len(moved) == len(after_first) and steps == {2}
+    else:
+        assert moved == [] and steps == {1}
+    assert all(p.grad is None for p in model.parameters())
+
+
 def test_nonfinite_loss_leaves_weights_unchanged(tiny_model_dir):
     cfg = Config.from_flat(model=str(tiny_model_dir), beta=0.0)
     model, tok = load_model(cfg.model)

@@ -143,6 +143,10 @@ class TrainConfig:
     warmup_steps: int = _f(0, "linear warm-up steps, then constant")
     grad_clip: float = _f(1.0, "clip the gradient norm to this (0 = off)")
     micro_batch: int = _f(0, "completions per forward/backward pass (0 = all N at once)")
+    empty_steps: str = _f("momentum", "a step where no row carries a gradient (every group zero-variance): "
+                          "'momentum' still takes the AdamW step with a zero gradient, so its moments keep moving "
+                          "the weights (what TRL and other PyTorch trainers do); 'skip' leaves weights, optimizer "
+                          "state and schedule untouched", ("momentum", "skip"))
     seed: int = _f(0, "seed for sampling and every other random draw of the run")
     allocator: str = _f("fast", "heap policy: 'fast' reuses freed memory (quicker steps, higher peak RAM), 'lean' "
                         "returns it at once (lowest peak RAM), 'system' leaves the C library's default",

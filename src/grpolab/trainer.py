@@ -198,7 +198,8 @@ class _Session:
         try:
             upd = policy_update(self.model, to_update_batch(groups, cfg), cfg.algo, self.optimizer, self.scheduler,
                                 temperature=cfg.rollout.temperature, pad_id=self.pad, micro_batch=cfg.train.micro_batch,
-                                grad_clip=cfg.train.grad_clip, ref_model=self.ref_model)
+                                grad_clip=cfg.train.grad_clip, ref_model=self.ref_model,
+                                empty_steps=cfg.train.empty_steps)
             nonfinite[0] = 0
             return upd
         except NonFiniteLoss as e:

@@ -80,8 +80,12 @@ def _old_logprobs(model: Any, batch: UpdateBatch, chunks: list[list[int]], tempe
 
 def policy_update(model: Any, batch: UpdateBatch, algo: Any, optimizer: Any, scheduler: Any, *,
                   temperature: float, pad_id: int, micro_batch: int, grad_clip: float,
-                  ref_model: Any = None) -> dict[str, float]:
-    """Run `algo.num_updates` optimizer steps on the batch; return averaged statistics."""
+                  ref_model: Any = None, empty_steps: str = "momentum") -> dict[str, float]:
+    """Run `algo.num_updates` optimizer steps on the batch; return averaged statistics.
+
+    With no row to train (every advantage 0 and no KL), nothing is computed; `empty_steps='momentum'` still
+    steps the optimizer once with a zero gradient (AdamW's moments keep moving the weights, as in any trainer
+    that steps on a zero loss), 'skip' leaves everything untouched."""
     spec = LossSpec.from_config(algo)
     n_rows = batch.completion_ids.shape[0]
     norm = LossNorm(num_seqs=n_rows, num_tokens=int(batch.mask.sum()), max_len=batch.max_len)
@@ -90,7 +94,14 @@ def policy_update(model: Any, batch: UpdateBatch, algo: Any, optimizer: Any, sch
     rows = [r for r in rows if float(batch.mask[r].sum()) > 0]
     stats: dict[str, float] = {"rows_trained": float(len(rows)), "loss": 0.0}
     if not rows:
-        return {**stats, "grad_norm": 0.0, "updates": 0.0}
+        if empty_steps == "momentum":
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.grad = torch.zeros_like(p)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        return {**stats, "grad_norm": 0.0, "updates": 1.0 if empty_steps == "momentum" else 0.0}
     lengths = batch.mask.sum(dim=1)
     chunks = _row_chunks(rows, lengths, micro_batch)
     device = next(model.parameters()).device
