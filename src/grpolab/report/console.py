@@ -17,6 +17,7 @@ class ConsoleReporter:
         self.progress: Progress | None = None
         self.task_id: Any = None
         self.last_eval = "-"
+        self.budget_s = 0.0
 
     def start(self, first_step: int) -> None:
         if self.quiet:
@@ -26,18 +27,29 @@ class ConsoleReporter:
                            f"(G={c.rollout.group_size}, B={c.train.prompts_per_step}, T={c.rollout.max_new_tokens}, "
                            f"lr={c.train.lr:g}, {'LoRA r=' + str(c.model.lora_rank) if c.model.lora_rank else 'full'})")
         self.console.print(f"run directory: {self.run_dir}")
-        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+        # with a time budget the bar fills by whichever limit comes first: steps or training minutes
+        self.budget_s = c.train.max_minutes * 60
+        counter = TextColumn("step {task.fields[step]}") if self.budget_s else MofNCompleteColumn()
+        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), counter,
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                                  console=self.console, transient=False)
         self.progress.start()
-        self.task_id = self.progress.add_task("train", total=c.train.steps, completed=first_step, info="")
+        total = 1000 if self.budget_s else c.train.steps
+        self.task_id = self.progress.add_task("train", total=total, completed=self._done(first_step, 0.0),
+                                              info="", step=first_step)
+
+    def _done(self, step: int, train_seconds: float) -> float:
+        if not self.budget_s:
+            return step
+        return 1000 * min(1.0, max(step / self.cfg.train.steps, train_seconds / self.budget_s))
 
     def step(self, step: int, m: dict[str, Any]) -> None:
         if self.progress is None:
             return
         info = (f"reward {m.get('reward', 0):.2f}  len {m.get('completion_length', 0):.0f}  "
                 f"{m.get('step_seconds', 0):.1f}s/step  held-out {self.last_eval}")
-        self.progress.update(self.task_id, completed=step, info=info)
+        self.progress.update(self.task_id, completed=self._done(step, m.get("train_seconds", 0.0)), info=info,
+                             step=step)
 
     def eval(self, step: int, result: Any) -> None:
         self.last_eval = f"{100 * result.accuracy:.1f}%"
@@ -65,9 +77,12 @@ class ConsoleReporter:
         table.add_column("held-out accuracy", justify="right")
         table.add_column("strict format", justify="right")
         table.add_column("mean length", justify="right")
+        table.add_column("self-check phrases", justify="right")
+        table.add_column("truncated", justify="right")
         for name, r in (("before", result.eval_before), ("after", result.eval_after)):
             if r is not None:
-                table.add_row(name, f"{100 * r.accuracy:.1f}%", f"{100 * r.accuracy_strict:.1f}%", f"{r.mean_length:.0f}")
+                table.add_row(name, f"{100 * r.accuracy:.1f}%", f"{100 * r.accuracy_strict:.1f}%", f"{r.mean_length:.0f}",
+                              f"{100 * r.self_check:.0f}%", f"{100 * r.truncated:.0f}%")
         self.console.print(table)
         minutes = result.train_seconds / 60
         self.console.print(f"steps: {result.steps_done}   training time: {minutes:.1f} min (evaluation excluded)")
