@@ -37,13 +37,15 @@ def curriculum_levels(task_cfg: Any) -> tuple[str, list[int]]:
 class Curriculum:
     """A Task whose training examples come from the current level; held-out examples from the target level."""
 
-    def __init__(self, task_cfg: Any, seed: int, start: int, promote: float, window: int) -> None:
+    def __init__(self, task_cfg: Any, seed: int, start: int, promote: float, window: int,
+                 target_task: Task | None = None) -> None:
         self.field, self.levels = curriculum_levels(task_cfg)
-        # lower levels are only trained on: their own held-out split is one problem (the target's may not fit)
+        # lower levels are only trained on: their own held-out split is one problem (the target's may not fit);
+        # the target level is the configured task itself (passed in when the caller has built it already)
         self.tasks: dict[int, Task] = {
-            lv: build_task(dataclasses.replace(task_cfg, **{self.field: lv},
-                                               **({} if lv == self.levels[-1] else {"eval_size": 1})), seed)
-            for lv in self.levels}
+            lv: build_task(dataclasses.replace(task_cfg, **{self.field: lv}, eval_size=1), seed)
+            for lv in self.levels[:-1]}
+        self.tasks[self.levels[-1]] = target_task or build_task(task_cfg, seed)
         target = self.tasks[self.levels[-1]]
         self.name = f"curriculum({target.name})"
         self.verifier, self.system_prompt = target.verifier, target.system_prompt

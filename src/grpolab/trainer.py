@@ -133,7 +133,8 @@ class _Session:
         t = self.cfg.task
         if not t.curriculum:
             return None
-        cur = Curriculum(t, self.cfg.train.seed, t.curriculum_start, t.curriculum_promote, t.curriculum_window)
+        cur = Curriculum(t, self.cfg.train.seed, t.curriculum_start, t.curriculum_promote, t.curriculum_window,
+                         target_task=self.task)
         self.task = cur
         if resume:
             cur.load_state_dict(self.state["curriculum"])
