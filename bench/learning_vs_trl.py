@@ -2,7 +2,7 @@
 training wall time.
 
 Identical settings: SmolLM2-135M-Instruct fp32, full fine-tune, G=8, one prompt per step, 64 new tokens,
-lr 1e-5 (constant), no KL, temperature 1, TRL's default loss (token mean, group-std advantages), AdamW
+lr 1e-5 (constant; --lr changes it for both), no KL, temperature 1, TRL's default loss (token mean, group-std advantages), AdamW
 (0.9, 0.999), grad clip 1, the same system prompt, the same data order and the same reward (grpolab's
 lenient verifier: the <answer> tags, else the last number). Both are evaluated by the same code
 (grpolab.evaluate: greedy, eval mode, the fast decoder, which is token-identical to `generate`) on the same
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -77,7 +78,7 @@ def worker_trl(a: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         args = GRPOConfig(
             output_dir=tmp, per_device_train_batch_size=G, num_generations=G, max_completion_length=T,
-            learning_rate=LR, beta=0.0, temperature=1.0, top_p=1.0, top_k=0, max_steps=100_000, logging_steps=10,
+            learning_rate=a.lr, beta=0.0, temperature=1.0, top_p=1.0, top_k=0, max_steps=100_000, logging_steps=10,
             save_strategy="no", report_to="none", use_cpu=True, bf16=False, seed=a.seed,
             lr_scheduler_type="constant", disable_tqdm=True, dataloader_num_workers=0, shuffle_dataset=False)
         trainer = GRPOTrainer(model=model, reward_funcs=trl_reward("correct"), args=args,
@@ -97,7 +98,7 @@ def worker_grpolab(a: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = dict(
             **TASKS[a.task], system_prompt=SYSTEM_PROMPT, group_size=G, prompts_per_step=1, max_new_tokens=T,
-            lr=LR, beta=0.0, loss_aggregation="token-mean", adam_beta2=0.999, grad_clip=1.0, temperature=1.0,
+            lr=a.lr, beta=0.0, loss_aggregation="token-mean", adam_beta2=0.999, grad_clip=1.0, temperature=1.0,
             steps=100_000, max_minutes=a.minutes, eval_every_minutes=a.eval_every, seed=a.seed, out_dir=tmp,
             quiet=True, export=False, checkpoint_every=0, log_rollouts=False, rollout_quant=a.quant)
         settings.update(json.loads(a.extra or "{}"))  # experiments may override any of the above
@@ -112,9 +113,10 @@ def worker_grpolab(a: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def _at(curve: list[dict], seconds: float) -> float | None:
-    """Accuracy of the last evaluation at or before `seconds` of training time."""
-    seen = [c for c in curve if c["train_seconds"] <= seconds + 1e-6]
+def _at(curve: list[dict], seconds: float, interval: float) -> float | None:
+    """Accuracy of the last evaluation due at or before `seconds` of training time. An evaluation due at a mark
+    (a multiple of `interval` seconds) runs at the end of the step that crossed it, a few seconds later."""
+    seen = [c for c in curve if math.floor(c["train_seconds"] / interval + 1e-9) * interval <= seconds + 1e-6]
     return seen[-1]["accuracy"] if seen else None
 
 
@@ -129,7 +131,7 @@ def report(out_dir: Path, minutes: float) -> str:
     runs = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*-seed*-*.json"))]
     if not runs:
         return "no runs yet"
-    marks = [m for m in (1, 2, 3, 5, 8, 10, 15, 20, 25) if m <= minutes]
+    marks = [m for m in (1, 2, 3, 5, 8, 10, 15, 20, 25, 30) if m <= minutes]
     lines = ["| task | seed | system | steps | base | " + " | ".join(f"{m} min" for m in marks) +
              " | best | time to TRL's best | vs TRL time | end - best |",
              "|---|---|---|---|---|" + "---|" * len(marks) + "---|---|---|---|"]
@@ -144,7 +146,8 @@ def report(out_dir: Path, minutes: float) -> str:
             t_best = _time_to(c, trl_best) if trl_best is not None else None
             ratio = f"{t_best / trl_t:.2f}" if t_best is not None and trl_t else "-"
             budget = r.get("settings", {}).get("minutes", minutes)
-            cells = [f"{100 * v:.1f}" if m <= budget + 1e-9 and (v := _at(c, 60 * m)) is not None else "-"
+            every = 60 * r.get("settings", {}).get("eval_every", 1.0)
+            cells = [f"{100 * v:.1f}" if m <= budget + 1e-9 and (v := _at(c, 60 * m, every)) is not None else "-"
                      for m in marks]
             lines.append(f"| {task} | {seed} | {r['system']} | {r['steps']} | {100 * c[0]['accuracy']:.1f} | "
                          + " | ".join(cells) + f" | {100 * best:.1f} | "
@@ -188,6 +191,7 @@ def main() -> None:
     p.add_argument("--systems", default="trl,grpolab", help="trl, grpolab, grpolab-int8")
     p.add_argument("--minutes", type=float, default=25.0, help="training wall budget per run")
     p.add_argument("--eval-every", type=float, default=1.0, help="minutes of training time between evaluations")
+    p.add_argument("--lr", type=float, default=LR, help="learning rate, both systems (constant)")
     p.add_argument("--extra", default="", help="JSON of extra grpolab settings (experiments)")
     p.add_argument("--label", default="", help="suffix for grpolab runs with --extra")
     p.add_argument("--skip-done", action="store_true", help="keep runs already saved")
@@ -206,13 +210,13 @@ def main() -> None:
                         continue
                     args = ["--system", "trl" if system == "trl" else "grpolab", "--task", task, "--seed", str(seed),
                             "--minutes", str(a.minutes), "--eval-every", str(a.eval_every),
-                            "--quant", "int8" if system == "grpolab-int8" else "none"]
+                            "--quant", "int8" if system == "grpolab-int8" else "none", "--lr", str(a.lr)]
                     if system != "trl" and a.extra:
                         args += ["--extra", a.extra, "--label", a.label]
                     print(f"{time.strftime('%H:%M:%S')} {task} seed {seed} {name} ...", flush=True)
                     res = run_worker(Path(__file__), args, out_dir / "tmp" / out.name)
                     res["machine"] = machine()
-                    res["settings"] = {"lr": LR, "G": G, "T": T, "minutes": a.minutes, "eval_every": a.eval_every,
+                    res["settings"] = {"lr": a.lr, "G": G, "T": T, "minutes": a.minutes, "eval_every": a.eval_every,
                                        "extra": a.extra}
                     write_json(out, res)
                     print(f"   best {100 * max(c['accuracy'] for c in res['curve']):.1f}% in {res['steps']} steps",
@@ -230,6 +234,7 @@ if __name__ == "__main__":
         wp.add_argument("--minutes", type=float, default=25)
         wp.add_argument("--eval-every", type=float, default=1.0)
         wp.add_argument("--quant", default="none")
+        wp.add_argument("--lr", type=float, default=LR)
         wp.add_argument("--extra", default="")
         wp.add_argument("--label", default="")
         wp.add_argument("--out", type=Path, required=True)
