@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -104,6 +105,7 @@ def worker_grpolab(a: argparse.Namespace) -> dict[str, Any]:
         settings.update(json.loads(a.extra or "{}"))  # experiments may override any of the above
         result = train(Config.from_flat(settings))
         records = read_jsonl(result.run_dir / "metrics.jsonl")
+        shutil.copy(result.run_dir / "metrics.jsonl", a.out.with_suffix(".metrics.jsonl"))  # per-step record, kept
     curve = [{"train_seconds": r["train_seconds"], "step": r["step"], "accuracy": r["eval_accuracy"],
               "accuracy_strict": r["eval_accuracy_strict"], "length": r["eval_length"]}
              for r in records if "eval_accuracy" in r]
@@ -132,6 +134,10 @@ def report(out_dir: Path, minutes: float) -> str:
     if not runs:
         return "no runs yet"
     marks = [m for m in (1, 2, 3, 5, 8, 10, 15, 20, 25, 30) if m <= minutes]
+    intervals = {r.get("settings", {}).get("eval_every", 1.0) for r in runs}
+    if len(intervals) == 1:  # show only the marks at which an evaluation was due
+        e = intervals.pop()
+        marks = [m for m in marks if abs(m / e - round(m / e)) < 1e-9] or marks
     lines = ["| task | seed | system | steps | base | " + " | ".join(f"{m} min" for m in marks) +
              " | best | time to TRL's best | vs TRL time | end - best |",
              "|---|---|---|---|---|" + "---|" * len(marks) + "---|---|---|---|"]
