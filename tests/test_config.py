@@ -79,6 +79,8 @@ def test_field_names_are_unique_across_sections():
     (dict(grop_size=8), "unknown setting 'grop_size'"),
     (dict(resample_budget=3), "--resample-budget 3 only acts"),
     (dict(engine="turbo"), "unknown value for --engine 'turbo'"),
+    (dict(min_lr_ratio=1.5), "--min-lr-ratio 1.5 must be in [0, 1]"),
+    (dict(lr_schedule="step"), "unknown value for --lr-schedule 'step'"),
 ])
 def test_bad_values_name_the_value_and_the_fix(kw, needle):
     with pytest.raises(UserError) as e:

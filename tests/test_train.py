@@ -1,4 +1,5 @@
 import json
+import math
 import signal
 
 import pytest
@@ -8,7 +9,7 @@ from grpolab.checkpoint import latest_checkpoint
 from grpolab.config import Config
 from grpolab.models import load_model
 from grpolab.report.jsonl import read_jsonl
-from grpolab.trainer import train
+from grpolab.trainer import LRFactor, budget_progress, train
 from grpolab.update import NonFiniteLoss, UpdateBatch, policy_update
 
 STEP_KEYS = {"step", "reward", "reward_std", "reward_test_vowels", "zero_variance_frac", "completion_length",
@@ -137,6 +138,47 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_cfg, engine):
     rb = [r for r in _step_records(resumed.run_dir) if "reward" in r]
     assert ra == rb
     assert read_jsonl(straight.run_dir / "rollouts.jsonl") == read_jsonl(resumed.run_dir / "rollouts.jsonl")
+
+
+@pytest.mark.parametrize("kind, p, expected", [
+    ("constant", 0.7, 1.0), ("linear", 0.0, 1.0), ("linear", 0.5, 0.55), ("linear", 1.0, 0.1),
+    ("cosine", 0.0, 1.0), ("cosine", 0.5, 0.55), ("cosine", 0.25, 0.1 + 0.9 * (0.5 + 0.5 ** 0.5 / 2)),
+    ("cosine", 1.0, 0.1), ("cosine", 1.7, 0.1),
+])
+def test_lr_factor_known_values(kind, p, expected):
+    f = LRFactor(kind, warmup_steps=0, min_ratio=0.1)
+    f.progress = p
+    assert f(123) == pytest.approx(expected)
+    warm = LRFactor(kind, warmup_steps=4, min_ratio=0.1)
+    warm.progress = p
+    assert warm(1) == pytest.approx(expected * 2 / 4)  # second optimizer step of a 4-step warm-up
+
+
+def test_budget_progress_follows_the_budget_nearer_to_its_end():
+    assert budget_progress(25, 9999.0, Config.from_flat(steps=100)) == 0.25
+    assert budget_progress(25, 30.0, Config.from_flat(steps=100, max_minutes=1)) == 0.5
+    assert budget_progress(90, 30.0, Config.from_flat(steps=100, max_minutes=1)) == 0.9
+    assert budget_progress(10, 120.0, Config.from_flat(steps=100, max_minutes=1)) == 1.0
+
+
+def test_cosine_schedule_decays_over_the_steps_and_resumes_exactly(tiny_cfg):
+    kw = dict(lr_schedule="cosine", min_lr_ratio=0.2, export=False)
+    straight = train(tiny_cfg(run_name="cos-straight", steps=4, **kw))
+    lrs = [r["lr"] for r in _step_records(straight.run_dir) if "reward" in r]
+    # the rate logged after step k is the next step's: cosine at k/4 of the budget, ending at 0.2 x 1e-3
+    assert lrs == pytest.approx([1e-3 * (0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * k / 4))) for k in range(1, 5)])
+
+    def interrupt(record):
+        if record["step"] == 2:
+            signal.raise_signal(signal.SIGINT)
+
+    part = train(tiny_cfg(run_name="cos-part", steps=4, **kw), on_step=interrupt)
+    assert part.interrupted and part.steps_done == 2
+    resumed = train(None, resume=part.run_dir)
+    a = _weights(latest_checkpoint(straight.run_dir / "checkpoints"))
+    b = _weights(latest_checkpoint(resumed.run_dir / "checkpoints"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["lr"] for r in _step_records(resumed.run_dir) if "reward" in r] == lrs
 
 
 def test_ctrl_c_stops_after_the_step_with_a_checkpoint(tiny_cfg):

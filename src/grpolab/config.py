@@ -140,7 +140,11 @@ class TrainConfig:
     weight_decay: float = _f(0.0, "AdamW weight decay")
     adam_beta1: float = _f(0.9, "AdamW beta1")
     adam_beta2: float = _f(0.99, "AdamW beta2")
-    warmup_steps: int = _f(0, "linear warm-up steps, then constant")
+    warmup_steps: int = _f(0, "linear warm-up steps, then the schedule below")
+    lr_schedule: str = _f("constant", "after warm-up: keep the peak learning rate, or decay it over the run's budget "
+                          "(the larger of steps done / --steps and training time / --max-minutes)",
+                          ("constant", "linear", "cosine"))
+    min_lr_ratio: float = _f(0.0, "where a decaying schedule ends, as a fraction of --lr")
     grad_clip: float = _f(1.0, "clip the gradient norm to this (0 = off)")
     micro_batch: int = _f(0, "completions per forward/backward pass (0 = all N at once)")
     empty_steps: str = _f("momentum", "a step where no row carries a gradient (every group zero-variance): "

@@ -8,6 +8,7 @@ reproduces an uninterrupted one.
 from __future__ import annotations
 
 import copy
+import math
 import signal
 import time
 from dataclasses import dataclass
@@ -79,9 +80,34 @@ def _optimizer(model: Any, cfg: Config) -> tuple[Any, Any]:
         opt = torch.optim.AdamW(params, fused=True, **kw)
     except (RuntimeError, TypeError):
         opt = torch.optim.AdamW(params, foreach=False, **kw)
-    warm = t.warmup_steps
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, LRFactor(t.lr_schedule, t.warmup_steps, t.min_lr_ratio))
     return opt, sched
+
+
+class LRFactor:
+    """The learning-rate multiplier: linear warm-up over optimizer steps, then constant or a decay driven by
+    `progress`, the fraction of the run's budget used (set by the trainer before each update, from the step
+    count or the training clock, so a time-budgeted run decays over its minutes and a resumed run continues
+    where it stopped: LambdaLR checkpoints this object's fields)."""
+
+    def __init__(self, kind: str, warmup_steps: int, min_ratio: float) -> None:
+        self.kind, self.warmup_steps, self.min_ratio = kind, warmup_steps, min_ratio
+        self.progress = 0.0
+
+    def __call__(self, s: int) -> float:
+        warm = min(1.0, (s + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        p = min(1.0, max(0.0, self.progress))
+        decay = {"linear": 1.0 - p, "cosine": 0.5 * (1.0 + math.cos(math.pi * p))}.get(self.kind, 1.0)
+        return warm * (self.min_ratio + (1.0 - self.min_ratio) * decay)
+
+
+def budget_progress(step: int, train_seconds: float, cfg: Config) -> float:
+    """Fraction of the run's budget used after `step` steps and `train_seconds` of training: whichever of
+    --steps and --max-minutes is nearer to stopping the run."""
+    p = step / cfg.train.steps
+    if cfg.train.max_minutes:
+        p = max(p, train_seconds / (cfg.train.max_minutes * 60))
+    return min(1.0, p)
 
 
 class _Session:
@@ -255,6 +281,9 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: dict[
                 info.update(s.observe_curriculum(step, sampled))
                 # 5. policy update on the rows that carry a gradient
                 s.model.train()
+                # the next step's learning rate follows the budget used so far (steps done; the training clock as
+                # of this step's start)
+                s.scheduler.lr_lambdas[0].progress = budget_progress(step, state["train_seconds"], cfg)
                 t_update = time.perf_counter()
                 upd = s.update(step, groups, nonfinite)
                 # 6. the sampler sees the new weights

@@ -69,6 +69,8 @@ def validate(cfg: Any) -> None:
     _check(t.micro_batch >= 0, f"--micro-batch {t.micro_batch} must be >= 0 (0 = all completions at once)")
     _check(t.grad_clip >= 0, f"--grad-clip {t.grad_clip} must be >= 0 (0 = off)")
     _check(t.warmup_steps >= 0, f"--warmup-steps {t.warmup_steps} must be >= 0")
+    _check(0 <= t.min_lr_ratio <= 1, f"--min-lr-ratio {t.min_lr_ratio} must be in [0, 1] (a fraction of --lr). "
+           "Fix: --min-lr-ratio 0.1")
     _check(0 <= t.adam_beta1 < 1 and 0 <= t.adam_beta2 < 1, "--adam-beta1/--adam-beta2 must be in [0, 1)")
     _check(m.lora_rank >= 0, f"--lora-rank {m.lora_rank} must be >= 0 (0 = full fine-tune)")
     _check(0 <= m.lora_dropout < 1, f"--lora-dropout {m.lora_dropout} must be in [0, 1)")
