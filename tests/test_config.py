@@ -79,7 +79,8 @@ def test_field_names_are_unique_across_sections():
     (dict(grop_size=8), "unknown setting 'grop_size'"),
     (dict(resample_budget=3), "--resample-budget 3 only acts"),
     (dict(engine="turbo"), "unknown value for --engine 'turbo'"),
-    (dict(min_lr_ratio=1.5), "--min-lr-ratio 1.5 must be in [0, 1]"),
+    (dict(min_lr_ratio=1.5, lr_schedule="cosine"), "--min-lr-ratio 1.5 must be in [0, 1]"),
+    (dict(min_lr_ratio=0.1), "--min-lr-ratio 0.1 only acts with a decaying schedule"),
     (dict(lr_schedule="step"), "unknown value for --lr-schedule 'step'"),
 ])
 def test_bad_values_name_the_value_and_the_fix(kw, needle):
@@ -107,5 +108,6 @@ def test_the_demo_preset_is_a_valid_configuration():
     from grpolab.presets import DEMO
 
     cfg = Config.from_flat(**DEMO)
-    assert cfg.task.digits == 2 and cfg.rollout.rollout_quant == "fp16" and cfg.train.max_minutes > 0
+    assert (cfg.task.digits, cfg.task.terms) == (1, 3) and cfg.rollout.rollout_quant == "fp16"
+    assert cfg.train.max_minutes > 0 and cfg.train.lr_schedule == "cosine"  # decays over the time budget
     assert cfg.eval.eval_every_minutes > 0  # the demo shows held-out accuracy while it trains

@@ -102,3 +102,33 @@ def test_threshold_mask_gradients_equal_the_naive_ones(batch):
     torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=1e-5)
     for name in results[1][1]:
         torch.testing.assert_close(results[0][1][name], results[1][1][name], rtol=0, atol=1e-5, msg=name)
+
+
+def test_cache_rows_are_expanded_like_transformers_does(tiny_model_dir):
+    """The fixed-order gather (index_select) expands a prompt KV cache to the rows exactly as transformers'
+    batch_select_indices does; a cache without per-layer tensors falls back to its own method."""
+    from grpolab.logprobs import _select_cache_rows
+
+    model, _ = load_model(Config.from_flat(model=str(tiny_model_dir)).model)
+    ids = torch.tensor([[1, 5, 6, 7], [1, 9, 10, 11]])
+    rows = torch.tensor([0, 0, 1, 0, 1])
+
+    def cache():
+        with torch.no_grad():
+            return model(input_ids=ids, use_cache=True).past_key_values
+
+    ours, ref = cache(), cache()
+    _select_cache_rows(ours, rows)
+    ref.batch_select_indices(rows)
+    for a, b in zip(ours.layers, ref.layers):
+        assert a.keys.shape[0] == 5 and torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+
+    class Opaque:
+        selected = None
+
+        def batch_select_indices(self, r):
+            self.selected = r
+
+    other = Opaque()
+    _select_cache_rows(other, rows)
+    assert other.selected is rows

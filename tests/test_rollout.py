@@ -176,6 +176,34 @@ def test_sync_sees_in_place_weight_updates(tiny_model_dir, quant):
     assert torch.equal(after, fresh) and not torch.equal(after, before)
 
 
+@pytest.mark.parametrize("quant", ["fp16", "int8"])
+def test_sync_sees_the_trainers_optimizer_step(tiny_model_dir, quant):
+    """The trainer's AdamW is fused, which writes the weights without moving their version counters: the packed
+    sampler must still be refreshed (it was not, so fp16/int8 runs sampled from the initial weights)."""
+    from grpolab.trainer import _optimizer
+
+    cfg = Config.from_flat(model=str(tiny_model_dir), lr=0.05)
+    model, tok = load_model(cfg.model)
+    model.eval()
+    prompts = [encode_prompt(tok, "", "What is 1 + 2?")]
+    eos, pad = eos_token_ids(model, tok), tok.pad_token_id
+    engine = FastCPUEngine(model, eos, pad, quant=quant)
+    p = SamplingParams(group_size=1, max_new_tokens=12, temperature=0)
+    g = torch.Generator().manual_seed(0)
+    before = engine.generate(prompts, p, g).completion_ids
+    opt, _ = _optimizer(model, cfg)
+    for w in model.parameters():
+        w.grad = torch.randn_like(w)
+    opt.step()
+    engine.sync()
+    after = engine.generate(prompts, p, g).completion_ids
+    fresh = FastCPUEngine(model, eos, pad, quant=quant).generate(prompts, p, g).completion_ids
+    assert torch.equal(after, fresh) and not torch.equal(after, before)
+    if quant == "fp16":  # the packed head is exactly the current weights in fp16
+        packed = torch.ops.quantized.linear_unpack_fp16(engine.lm_head.packed)[0]
+        assert torch.equal(packed, model.lm_head.weight.detach().half().float())
+
+
 def test_fp16_sampler_is_nearly_on_policy(setup):
     """fp16 weights with fp32 activations: sampled log-probs within 1e-2 of the fp32 training forward."""
     model, tok, prompts = setup

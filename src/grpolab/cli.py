@@ -195,15 +195,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
           f"G={setting.group_size} B={setting.prompts_per_step} T={setting.max_new_tokens} "
           f"{'LoRA r=' + str(setting.lora_rank) if setting.lora_rank else 'full fine-tune'}"
           f"{', micro-batch ' + str(setting.micro_batch) if setting.micro_batch else ''}"
-          f"{', gradient checkpointing' if setting.gradient_checkpointing else ''}")
+          f"{', gradient checkpointing' if setting.gradient_checkpointing else ''}, --allocator {setting.allocator}")
     print(mem.table())
     if cal is not None:
         t = P.predict_time(arch, setting, cal)
-        print(f"  predicted seconds per step      {t.step_s:6.1f} s (generation {t.generation_s:.1f} s at full "
+        print(f"  {'predicted seconds per step':30s} {t.step_s:6.1f} s (generation {t.generation_s:.1f} s at full "
               f"length, update {t.update_s:.1f} s, every row trained)")
     else:
         print("  (add --calibrate once to predict seconds per step on this machine)")
-    print(f"  available now                   {P.available_memory() / P.GB:6.2f} GB")
+    print(f"  {'available now':30s} {P.available_memory() / P.GB:6.2f} GB")
     print("\npeak RAM" + (" and seconds per step" if cal else "") + " by rollouts x max new tokens:")
     print(P.grid(arch, setting, cal))
     if args.memory:

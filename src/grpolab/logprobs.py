@@ -136,18 +136,34 @@ def _hidden_shared(decoder: Any, prompts: Sequence[Sequence[int]], completion_id
     out = decoder(input_ids=ids.to(device), attention_mask=attn.to(device),
                   position_ids=(attn.cumsum(dim=1) - 1).clamp(min=0).to(device), use_cache=True)
     rows = torch.tensor(row_prompt, dtype=torch.long)
-    first = out.last_hidden_state[:, -1][rows.to(device)].unsqueeze(1)  # (n, 1, D) predicts completion token 0
+    # index_select, not x[rows]: the gradient of x[rows] sums the G rows of a group in a thread-dependent order on
+    # CPU (index_put with accumulate), so the same step gave weights differing in the last bits from one process
+    # to the next; index_select's gradient (index_add) sums in a fixed order (docs/experiments.md E12)
+    first = out.last_hidden_state[:, -1].index_select(0, rows.to(device)).unsqueeze(1)  # (n, 1, D): token 0
     T = completion_ids.shape[1]
     if T == 1:
         return first
     cache = out.past_key_values
-    cache.batch_select_indices(rows.to(device))  # (U, ...) -> (n, ...), differentiable gather
+    _select_cache_rows(cache, rows.to(device))  # (U, ...) -> (n, ...), differentiable gather
     prompt_len = attn.sum(dim=1)[rows]  # (n,)
     step_attn = torch.cat([attn[rows], mask[:, :T - 1].long()], dim=1)  # (n, P + T - 1)
     positions = prompt_len[:, None] + torch.arange(T - 1)[None, :]
     rest = decoder(input_ids=completion_ids[:, :T - 1].to(device), attention_mask=step_attn.to(device),
                    position_ids=positions.to(device), past_key_values=cache, use_cache=True).last_hidden_state
     return torch.cat([first, rest], dim=1)
+
+
+def _select_cache_rows(cache: Any, rows: torch.Tensor) -> None:
+    """Expand a KV cache from one row per distinct prompt to one row per completion, with a gradient that sums
+    in a fixed order (see `_hidden_shared`); caches without per-layer key/value tensors use their own method."""
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(hasattr(layer, "keys") and hasattr(layer, "values") for layer in layers):
+        cache.batch_select_indices(rows)
+        return
+    for layer in layers:
+        if layer.keys is not None and layer.keys.numel():
+            layer.keys = layer.keys.index_select(0, rows)
+            layer.values = layer.values.index_select(0, rows)
 
 
 def _can_share(model: Any, prompts: Sequence[Sequence[int]]) -> bool:

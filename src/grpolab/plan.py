@@ -19,6 +19,14 @@ from grpolab.errors import UserError
 GB = 1e9
 RUNTIME_BYTES = 0.30 * GB  # python + torch + transformers + grpolab after import, measured on CPU Linux
 ALLOCATOR_SLACK = 1.10  # freed-but-held heap memory; measured 5-15% on glibc
+# Under `--allocator fast` (large blocks kept in the heap, never trimmed) the freed activations of one update
+# stay resident as a fragmented heap; the trainable state (gradients, AdamW moments) created after backward
+# reuses part of it. Fitted on bench/results/plan_check (LoRA rows, where nothing reuses it): the heap keeps
+# ~0.7x the activations beyond the part-by-part count (bench/NOTES.md, section 6b).
+FAST_HEAP_KEPT = 0.70
+ALLOCATORS = ("fast", "lean", "system")
+# forward/backward time relative to `fast` (page faults on fresh blocks; bench/NOTES.md section 3, G=8 T=128)
+UPDATE_SLOWDOWN = {"fast": 1.0, "system": 8.7 / 6.7, "lean": 10.5 / 6.7}
 
 
 @dataclass(frozen=True)
@@ -80,12 +88,14 @@ class Setting:
     reference_copy: bool  # full fine-tune with KL: a frozen copy of the weights
     rollout_quant: str
     bytes_per_param: int = 4
+    allocator: str = "fast"
 
     @classmethod
     def from_config(cls, cfg: Any, prompt_tokens: int = 48) -> "Setting":
         return cls(cfg.rollout.group_size, cfg.train.prompts_per_step, cfg.rollout.max_new_tokens, prompt_tokens,
                    cfg.model.lora_rank, cfg.train.micro_batch, cfg.model.gradient_checkpointing,
-                   cfg.algo.beta > 0 and cfg.model.lora_rank == 0, cfg.rollout.rollout_quant)
+                   cfg.algo.beta > 0 and cfg.model.lora_rank == 0, cfg.rollout.rollout_quant,
+                   allocator=cfg.train.allocator)
 
     @property
     def rows(self) -> int:
@@ -98,8 +108,8 @@ class MemoryPlan:
     peak: float
 
     def table(self) -> str:
-        rows = [f"  {k:28s} {v / GB:6.2f} GB" for k, v in self.parts.items()]
-        return "\n".join(rows + [f"  {'predicted peak RSS':28s} {self.peak / GB:6.2f} GB"])
+        rows = [f"  {k:30s} {v / GB:6.2f} GB" for k, v in self.parts.items()]
+        return "\n".join(rows + [f"  {'predicted peak RSS':30s} {self.peak / GB:6.2f} GB"])
 
 
 def predict_memory(arch: Arch, s: Setting) -> MemoryPlan:
@@ -132,10 +142,17 @@ def predict_memory(arch: Arch, s: Setting) -> MemoryPlan:
     parts["rollout KV cache"] = kv
     parts["activations (one micro-batch)"] = acts
     parts["log-prob chunks"] = logits + lm_head_grad
+    # what the `fast` heap keeps of earlier updates' activations, less what the trainable state reuses
+    kept = max(0.0, FAST_HEAP_KEPT * acts - 3 * trainable * b) if s.allocator == "fast" else 0.0
+    if kept:
+        parts["heap kept (--allocator fast)"] = kept
     static = sum(v for k, v in parts.items() if k not in ("rollout KV cache", "activations (one micro-batch)",
-                                                           "log-prob chunks", "gradients"))
+                                                           "log-prob chunks", "gradients",
+                                                           "heap kept (--allocator fast)"))
     generation_peak = static + kv
-    update_peak = static + parts["gradients"] + acts + logits + lm_head_grad
+    # backward frees each layer's saved activations as it creates that layer's gradients: at any point the
+    # two together are about the larger of them (measured: full fine-tune under `lean`, bench/NOTES.md 6c)
+    update_peak = static + max(parts["gradients"], acts) + logits + lm_head_grad + kept
     return MemoryPlan(parts, ALLOCATOR_SLACK * max(generation_peak, update_peak))
 
 
@@ -198,7 +215,8 @@ def predict_time(arch: Arch, s: Setting, cal: Calibration, decode_fraction: floa
     if s.gradient_checkpointing:
         mult += 1
     trainable = arch.lora_params(s.lora_rank) if s.lora_rank else arch.params
-    update = tokens * flop_token * mult / (cal.train_gflops * 1e9) + trainable / 1e9 * cal.optimizer_s_per_gparam
+    compute = tokens * flop_token * mult / (cal.train_gflops * 1e9) * UPDATE_SLOWDOWN.get(s.allocator, 1.0)
+    update = compute + trainable / 1e9 * cal.optimizer_s_per_gparam
     return TimePlan(generation, update)
 
 
@@ -208,7 +226,9 @@ def calibrate(model: Any, tokenizer: Any, rows: tuple[int, ...] = (8, 32, 64)) -
 
     from grpolab.logprobs import token_logprobs
     from grpolab.rollout import build_engine, SamplingParams
+    from grpolab.runtime import set_allocator
 
+    set_allocator("fast")  # the trainer's default heap policy; predictions for others scale from it
     engine = build_engine("auto", model, [], tokenizer.pad_token_id)
     prompt = [tokenizer.pad_token_id] * 0 + tokenizer("calibration prompt for the planner")["input_ids"]
     gen = torch.Generator().manual_seed(0)
@@ -268,6 +288,8 @@ def recommend(arch: Arch, s: Setting, limit: float) -> list[tuple[str, Setting, 
     from dataclasses import replace
 
     options: list[tuple[str, Setting]] = []
+    if s.allocator == "fast":  # same updates, only slower (bench/NOTES.md section 3: update 6.7 -> 10.5 s)
+        options.append(("--allocator lean", replace(s, allocator="lean")))
     for mb in (4, 2, 1):
         if mb < (s.micro_batch or s.rows):
             options.append((f"--micro-batch {mb}", replace(s, micro_batch=mb)))

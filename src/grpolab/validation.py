@@ -71,6 +71,9 @@ def validate(cfg: Any) -> None:
     _check(t.warmup_steps >= 0, f"--warmup-steps {t.warmup_steps} must be >= 0")
     _check(0 <= t.min_lr_ratio <= 1, f"--min-lr-ratio {t.min_lr_ratio} must be in [0, 1] (a fraction of --lr). "
            "Fix: --min-lr-ratio 0.1")
+    _check(t.min_lr_ratio == 0 or t.lr_schedule != "constant",
+           f"--min-lr-ratio {t.min_lr_ratio} only acts with a decaying schedule, but --lr-schedule is 'constant'. "
+           "Fix: --lr-schedule cosine (or linear), or drop --min-lr-ratio")
     _check(0 <= t.adam_beta1 < 1 and 0 <= t.adam_beta2 < 1, "--adam-beta1/--adam-beta2 must be in [0, 1)")
     _check(m.lora_rank >= 0, f"--lora-rank {m.lora_rank} must be >= 0 (0 = full fine-tune)")
     _check(0 <= m.lora_dropout < 1, f"--lora-dropout {m.lora_dropout} must be in [0, 1)")

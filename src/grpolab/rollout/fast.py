@@ -75,8 +75,8 @@ class _Linear:
 
     fp32: W is the parameter itself, so optimizer updates are seen without any copy. int8: the weights of all
     `modules` are stacked into one quantised matrix (q/k/v or gate/up: one call, one input quantisation);
-    `stale` says when a parameter changed (its tensor version moved) so only those are re-quantised, and a
-    frozen LoRA base is quantised once.
+    `stale` says which packed copies may be out of date (trainable weights, or a frozen one whose tensor
+    version moved) so only those are re-quantised, and a frozen LoRA base is quantised once.
     """
 
     def __init__(self, modules: list[Any], quant: str) -> None:
@@ -111,8 +111,13 @@ class _Linear:
                           for b in self.bases])
 
     def stale(self) -> bool:
+        """Whether the packed copy may be out of date. A trainable weight always is: the fused AdamW step
+        updates parameters without moving their version counters, so versions only catch other writes (a
+        checkpoint loaded into a frozen LoRA base, for example)."""
+        if self.quant not in PACKERS:
+            return False
         versions = tuple(b.weight._version for b in self.bases)
-        return self.quant in PACKERS and (versions != self.versions or bool(self.merged))
+        return versions != self.versions or bool(self.merged) or any(b.weight.requires_grad for b in self.bases)
 
     def requantize(self) -> None:
         w = self._weight(0) if len(self.bases) == 1 else torch.cat([self._weight(i) for i in range(len(self.bases))])
