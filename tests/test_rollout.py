@@ -157,31 +157,8 @@ def test_lora_side_path_matches_hf(tiny_model_dir):
     assert torch.equal(fast.completion_ids, ref.completion_ids)
 
 
-@pytest.mark.parametrize("quant", ["none", "fp16", "int8"])
-def test_sync_sees_in_place_weight_updates(tiny_model_dir, quant):
-    model, tok = load_model(Config.from_flat(model=str(tiny_model_dir)).model)
-    model.eval()
-    prompts = [encode_prompt(tok, "", "What is 1 + 2?")]
-    eos, pad = eos_token_ids(model, tok), tok.pad_token_id
-    engine = FastCPUEngine(model, eos, pad, quant=quant)
-    p = SamplingParams(group_size=1, max_new_tokens=12, temperature=0)
-    g = torch.Generator().manual_seed(0)
-    before = engine.generate(prompts, p, g).completion_ids
-    with torch.no_grad():  # an optimizer-like in-place update of every weight
-        for w in model.parameters():
-            w.add_(torch.randn_like(w) * 0.2)
-    engine.sync()
-    after = engine.generate(prompts, p, g).completion_ids
-    fresh = FastCPUEngine(model, eos, pad, quant=quant).generate(prompts, p, g).completion_ids
-    assert torch.equal(after, fresh) and not torch.equal(after, before)
-
-
-@pytest.mark.parametrize("quant", ["fp16", "int8"])
-def test_sync_sees_the_trainers_optimizer_step(tiny_model_dir, quant):
-    """The trainer's AdamW is fused, which writes the weights without moving their version counters: the packed
-    sampler must still be refreshed (it was not, so fp16/int8 runs sampled from the initial weights)."""
-    from grpolab.trainer import _optimizer
-
+def _sync_after(tiny_model_dir, quant, update):
+    """Greedy completions before an update of every weight, after it with `sync()`, and from a fresh engine."""
     cfg = Config.from_flat(model=str(tiny_model_dir), lr=0.05)
     model, tok = load_model(cfg.model)
     model.eval()
@@ -191,13 +168,37 @@ def test_sync_sees_the_trainers_optimizer_step(tiny_model_dir, quant):
     p = SamplingParams(group_size=1, max_new_tokens=12, temperature=0)
     g = torch.Generator().manual_seed(0)
     before = engine.generate(prompts, p, g).completion_ids
-    opt, _ = _optimizer(model, cfg)
-    for w in model.parameters():
-        w.grad = torch.randn_like(w)
-    opt.step()
+    update(model, cfg)
     engine.sync()
     after = engine.generate(prompts, p, g).completion_ids
     fresh = FastCPUEngine(model, eos, pad, quant=quant).generate(prompts, p, g).completion_ids
+    return model, engine, before, after, fresh
+
+
+@pytest.mark.parametrize("quant", ["none", "fp16", "int8"])
+def test_sync_sees_in_place_weight_updates(tiny_model_dir, quant):
+    def add_noise(model, cfg):
+        with torch.no_grad():  # an optimizer-like in-place update of every weight
+            for w in model.parameters():
+                w.add_(torch.randn_like(w) * 0.2)
+
+    _, _, before, after, fresh = _sync_after(tiny_model_dir, quant, add_noise)
+    assert torch.equal(after, fresh) and not torch.equal(after, before)
+
+
+@pytest.mark.parametrize("quant", ["fp16", "int8"])
+def test_sync_sees_the_trainers_optimizer_step(tiny_model_dir, quant):
+    """The trainer's AdamW is fused, which writes the weights without moving their version counters: the packed
+    sampler must still be refreshed (it was not, so fp16/int8 runs sampled from the initial weights)."""
+    from grpolab.trainer import _optimizer
+
+    def adamw_step(model, cfg):
+        opt, _ = _optimizer(model, cfg)
+        for w in model.parameters():
+            w.grad = torch.randn_like(w)
+        opt.step()
+
+    model, engine, before, after, fresh = _sync_after(tiny_model_dir, quant, adamw_step)
     assert torch.equal(after, fresh) and not torch.equal(after, before)
     if quant == "fp16":  # the packed head is exactly the current weights in fp16
         packed = torch.ops.quantized.linear_unpack_fp16(engine.lm_head.packed)[0]

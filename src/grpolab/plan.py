@@ -24,7 +24,6 @@ ALLOCATOR_SLACK = 1.10  # freed-but-held heap memory; measured 5-15% on glibc
 # reuses part of it. Fitted on bench/results/plan_check (LoRA rows, where nothing reuses it): the heap keeps
 # ~0.7x the activations beyond the part-by-part count (bench/NOTES.md, section 6b).
 FAST_HEAP_KEPT = 0.70
-ALLOCATORS = ("fast", "lean", "system")
 # forward/backward time relative to `fast` (page faults on fresh blocks; bench/NOTES.md section 3, G=8 T=128)
 UPDATE_SLOWDOWN = {"fast": 1.0, "system": 8.7 / 6.7, "lean": 10.5 / 6.7}
 
@@ -142,13 +141,12 @@ def predict_memory(arch: Arch, s: Setting) -> MemoryPlan:
     parts["rollout KV cache"] = kv
     parts["activations (one micro-batch)"] = acts
     parts["log-prob chunks"] = logits + lm_head_grad
+    static = sum(v for k, v in parts.items() if k not in ("rollout KV cache", "activations (one micro-batch)",
+                                                           "log-prob chunks", "gradients"))
     # what the `fast` heap keeps of earlier updates' activations, less what the trainable state reuses
     kept = max(0.0, FAST_HEAP_KEPT * acts - 3 * trainable * b) if s.allocator == "fast" else 0.0
     if kept:
         parts["heap kept (--allocator fast)"] = kept
-    static = sum(v for k, v in parts.items() if k not in ("rollout KV cache", "activations (one micro-batch)",
-                                                           "log-prob chunks", "gradients",
-                                                           "heap kept (--allocator fast)"))
     generation_peak = static + kv
     # backward frees each layer's saved activations as it creates that layer's gradients: at any point the
     # two together are about the larger of them (measured: full fine-tune under `lean`, bench/NOTES.md 6c)
