@@ -55,6 +55,13 @@ def worker(a: argparse.Namespace) -> dict:
             "rows_trained": statistics.median(r["rows_trained"] for r in timed), "peak_rss_gb": peak_rss_gb()}
 
 
+def _setting(G: int, T: int, n_prompt: int, lora: int, quant: str, allocator: str):
+    """The planner's description of one grid setting: one prompt per step, no micro-batching, checkpointing or KL."""
+    from grpolab import plan as P
+
+    return P.Setting(G, 1, T, n_prompt, lora, 0, False, False, quant, allocator=allocator)
+
+
 def prompt_tokens() -> int:
     """Length of the chat-formatted two-digit addition prompt, as the trainer encodes it."""
     from grpolab.config import Config
@@ -90,7 +97,7 @@ def main() -> None:
         n_prompt = prompt_tokens()
         rows = []
         for G, T, lora, quant, allocator in GRID:
-            setting = P.Setting(G, 1, T, n_prompt, lora, 0, False, False, quant, allocator=allocator)
+            setting = _setting(G, T, n_prompt, lora, quant, allocator)
             mem = P.predict_memory(arch, setting).peak / P.GB
             step = P.predict_time(arch, setting, cal).step_s
             name = (f"G={G} T={T} {'LoRA r=' + str(lora) if lora else 'full FT'}"
@@ -115,8 +122,7 @@ def main() -> None:
         cal = P.Calibration(**{**data["calibration"],
                                "decode_step_s": {int(k): v for k, v in data["calibration"]["decode_step_s"].items()}})
         for r in data["rows"]:
-            setting = P.Setting(r["G"], 1, r["T"], data["prompt_tokens"], r["lora"], 0, False, False, r["quant"],
-                                allocator=r.get("allocator", "fast"))
+            setting = _setting(r["G"], r["T"], data["prompt_tokens"], r["lora"], r["quant"], r.get("allocator", "fast"))
             r["predicted_rss_gb"] = P.predict_memory(arch, setting).peak / P.GB
             r["predicted_s"] = P.predict_time(arch, setting, cal).step_s
         data["repredicted"] = "predictions recomputed from the saved calibration by --repredict"
