@@ -8,6 +8,8 @@ process (clean peak RSS).
     python bench/vs_trl.py                      # G in {8, 16}, T=128, full fine-tune and LoRA r=16
     python bench/vs_trl.py --groups 8 --steps 3 # quicker
     python bench/vs_trl.py --quants fp16,int8   # low-precision rollout variants (default: fp16)
+    python bench/vs_trl.py --variants lean      # also grpolab with the memory knobs (--allocator lean
+                                                # --gradient-checkpointing): the lowest peak RSS, slower steps
 
 Writes bench/results/vs_trl.json and bench/results/vs_trl.md.
 """
@@ -46,7 +48,8 @@ def worker_grpolab(a: argparse.Namespace) -> dict:
             max_new_tokens=a.tokens, ignore_eos=True, rewards="bench_spread", lr=1e-5, beta=0.0,
             loss_aggregation="token-mean", adam_beta2=0.999, steps=a.warmup + a.steps, eval_before_after=False,
             export=False, checkpoint_every=0, quiet=True, out_dir=tmp, lora_rank=a.lora, seed=0,
-            rollout_quant=a.quant, engine=a.engine)
+            rollout_quant=a.quant, engine=a.engine,
+            **(dict(allocator="lean", gradient_checkpointing=True) if a.lean else {}))
         train(cfg, on_step=records.append)
     timed = records[a.warmup:]
     return {
@@ -146,6 +149,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--quants", default="fp16",
                    help="comma list of low-precision rollout variants also measured (fp16, int8; '' for none)")
+    p.add_argument("--variants", default="",
+                   help="'lean': also measure grpolab with --allocator lean --gradient-checkpointing (fp32 rollouts)")
     p.add_argument("--out", type=Path, default=RESULTS / "vs_trl.json")
     a = p.parse_args()
     rows = []
@@ -156,6 +161,8 @@ def main() -> None:
             variants = [("trl", ["--system", "trl"]), ("grpolab", ["--system", "grpolab"])]
             for q in (q for q in a.quants.split(",") if q):
                 variants.append((f"grpolab-{q}", ["--system", "grpolab", "--quant", q]))
+            if "lean" in a.variants.split(","):
+                variants.append(("grpolab-lean", ["--system", "grpolab", "--lean"]))
             res = {}
             for name, extra in variants:
                 tmp_out = RESULTS / "tmp" / f"vs_trl-{name}-G{G}-lora{lora}.json"
@@ -199,6 +206,7 @@ if __name__ == "__main__":
         wp.add_argument("--warmup", type=int, default=1)
         wp.add_argument("--quant", default="none")
         wp.add_argument("--engine", default="auto")
+        wp.add_argument("--lean", action="store_true", help="--allocator lean --gradient-checkpointing")
         wp.add_argument("--out", type=Path, required=True)
         wa = wp.parse_args()
         result = worker_trl(wa) if wa.system == "trl" else worker_grpolab(wa)

@@ -31,6 +31,7 @@ def _register_test_rewards() -> None:
         return sum(c in "aeiou" for c in completion) / max(len(completion), 1)
 
     register_reward_term("test_vowels", lambda verifier, mode: vowels)
+    register_reward_term("test_constant", lambda verifier, mode: (lambda completion, example: 0.5))
 
 
 _register_test_rewards()

@@ -193,7 +193,7 @@ def test_sync_sees_the_trainers_optimizer_step(tiny_model_dir, quant):
     from grpolab.trainer import _optimizer
 
     def adamw_step(model, cfg):
-        opt, _ = _optimizer(model, cfg)
+        opt, _, _ = _optimizer(model, cfg)
         for w in model.parameters():
             w.grad = torch.randn_like(w)
         opt.step()

@@ -107,6 +107,20 @@ def test_a_step_without_gradient_rows_follows_empty_steps(tiny_model_dir, mode):
     assert all(p.grad is None for p in model.parameters())
 
 
+@pytest.mark.parametrize("mode", ["momentum", "skip"])
+def test_the_sampler_is_repacked_only_after_an_optimizer_step(tiny_cfg, monkeypatch, mode):
+    """Every group has equal rewards and there is no KL term: under 'skip' the weights never change, so the fp16 sampler is not re-packed
+    (the re-pack is the costly part of a step); under 'momentum' AdamW steps, so it is, once per step."""
+    from grpolab.rollout.fast import FastCPUEngine
+
+    calls = []
+    original = FastCPUEngine.sync
+    monkeypatch.setattr(FastCPUEngine, "sync", lambda self: (calls.append(1), original(self))[1])
+    train(tiny_cfg(run_name=f"sync-{mode}", rewards="test_constant", rollout_quant="fp16", empty_steps=mode, beta=0.0,
+                   steps=3, eval_before_after=False, export=False))
+    assert len(calls) == 1 + (3 if mode == "momentum" else 0)  # the engine's first build, then one per step
+
+
 def test_nonfinite_loss_leaves_weights_unchanged(tiny_model_dir):
     cfg = Config.from_flat(model=str(tiny_model_dir), beta=0.0)
     model, tok = load_model(cfg.model)

@@ -72,7 +72,7 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._old)
 
 
-def _optimizer(model: Any, cfg: Config) -> tuple[Any, Any]:
+def _optimizer(model: Any, cfg: Config) -> tuple[Any, Any, "LRFactor"]:
     params = [p for p in model.parameters() if p.requires_grad]
     t = cfg.train
     kw = dict(lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), weight_decay=t.weight_decay)
@@ -80,8 +80,8 @@ def _optimizer(model: Any, cfg: Config) -> tuple[Any, Any]:
         opt = torch.optim.AdamW(params, fused=True, **kw)
     except (RuntimeError, TypeError):
         opt = torch.optim.AdamW(params, foreach=False, **kw)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, LRFactor(t.lr_schedule, t.warmup_steps, t.min_lr_ratio))
-    return opt, sched
+    factor = LRFactor(t.lr_schedule, t.warmup_steps, t.min_lr_ratio)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor), factor
 
 
 class LRFactor:
@@ -136,7 +136,8 @@ class _Session:
                             "does not report. Fix: --engine fast, or --no-keep-sampling-mask, or no top-k/top-p")
         full_ft_ref = cfg.algo.beta > 0 and cfg.model.lora_rank == 0
         self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False) if full_ft_ref else None
-        self.optimizer, self.scheduler = _optimizer(self.model, cfg)
+        # the scheduler's LRFactor: LambdaLR checkpoints and restores its fields in place, so this stays the one
+        self.optimizer, self.scheduler, self.lr_factor = _optimizer(self.model, cfg)
         self.gen = torch.Generator().manual_seed(cfg.train.seed)
         self.state: dict[str, Any] = {"step": 0, "cursor": 0, "train_seconds": 0.0, "best_accuracy": None,
                                       "best_step": None, "best_checkpoint": None, "eval_before": None}
@@ -283,11 +284,13 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: dict[
                 s.model.train()
                 # the next step's learning rate follows the budget used so far (steps done; the training clock as
                 # of this step's start)
-                s.scheduler.lr_lambdas[0].progress = budget_progress(step, state["train_seconds"], cfg)
+                s.lr_factor.progress = budget_progress(step, state["train_seconds"], cfg)
                 t_update = time.perf_counter()
                 upd = s.update(step, groups, nonfinite)
-                # 6. the sampler sees the new weights
-                s.engine.sync()
+                # 6. the sampler sees the new weights (none when the optimizer did not step: an empty step under
+                # --empty-steps skip, or a NaN/inf loss; an fp16/int8 re-pack costs ~0.8 s)
+                if upd.get("updates", 0.0) > 0:
+                    s.engine.sync()
                 # 7. log metrics and every completion
                 step_s = time.perf_counter() - t_step
                 state["train_seconds"] += step_s
