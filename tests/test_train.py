@@ -109,8 +109,8 @@ def test_a_step_without_gradient_rows_follows_empty_steps(tiny_model_dir, mode):
 
 @pytest.mark.parametrize("mode", ["momentum", "skip"])
 def test_the_sampler_is_repacked_only_after_an_optimizer_step(tiny_cfg, monkeypatch, mode):
-    """Every group has equal rewards and there is no KL term: under 'skip' the weights never change, so the fp16 sampler is not re-packed
-    (the re-pack is the costly part of a step); under 'momentum' AdamW steps, so it is, once per step."""
+    """Every group has equal rewards and there is no KL term: under 'skip' the weights never change, so the fp16
+    sampler is not re-packed (the costly part of a step); under 'momentum' AdamW steps, so it is, once a step."""
     from grpolab.rollout.fast import FastCPUEngine
 
     calls = []
