@@ -153,6 +153,9 @@ def main() -> None:
                    help="'lean': also measure grpolab with --allocator lean --gradient-checkpointing (fp32 rollouts)")
     p.add_argument("--out", type=Path, default=RESULTS / "vs_trl.json")
     a = p.parse_args()
+    unknown = set(a.variants.split(",")) - {"", "lean"}
+    if unknown:
+        p.error(f"--variants {a.variants!r}: unknown {sorted(unknown)}; allowed: 'lean' (or '' for none)")
     rows = []
     for lora in (int(x) for x in a.lora.split(",")):
         for G in (int(x) for x in a.groups.split(",")):
