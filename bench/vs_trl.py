@@ -153,7 +153,8 @@ def main() -> None:
                    help="'lean': also measure grpolab with --allocator lean --gradient-checkpointing (fp32 rollouts)")
     p.add_argument("--out", type=Path, default=RESULTS / "vs_trl.json")
     a = p.parse_args()
-    unknown = set(a.variants.split(",")) - {"", "lean"}
+    extra_variants = set(a.variants.split(",")) - {""}
+    unknown = extra_variants - {"lean"}
     if unknown:
         p.error(f"--variants {a.variants!r}: unknown {sorted(unknown)}; allowed: 'lean' (or '' for none)")
     rows = []
@@ -164,7 +165,7 @@ def main() -> None:
             variants = [("trl", ["--system", "trl"]), ("grpolab", ["--system", "grpolab"])]
             for q in (q for q in a.quants.split(",") if q):
                 variants.append((f"grpolab-{q}", ["--system", "grpolab", "--quant", q]))
-            if "lean" in a.variants.split(","):
+            if "lean" in extra_variants:
                 variants.append(("grpolab-lean", ["--system", "grpolab", "--lean"]))
             res = {}
             for name, extra in variants:

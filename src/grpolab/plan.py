@@ -228,7 +228,7 @@ def calibrate(model: Any, tokenizer: Any, rows: tuple[int, ...] = (8, 32, 64)) -
 
     set_allocator("fast")  # the trainer's default heap policy; predictions for others scale from it
     engine = build_engine("auto", model, [], tokenizer.pad_token_id)
-    prompt = [tokenizer.pad_token_id] * 0 + tokenizer("calibration prompt for the planner")["input_ids"]
+    prompt = tokenizer("calibration prompt for the planner")["input_ids"]
     gen = torch.Generator().manual_seed(0)
     cal = Calibration()
     for n in rows:
