@@ -5,6 +5,7 @@ decodes every step), temperature 1. Each engine is measured after one warm-up ca
 
     python bench/decode.py
     python bench/decode.py --batches 8,64 --tokens 64
+    python bench/decode.py --variants fast-fp16,fast-fp16-fbgemm   # grpolab's fp16 kernels against fbgemm's
 
 Writes bench/results/decode.json and bench/results/decode.md.
 """
@@ -12,6 +13,7 @@ Writes bench/results/decode.json and bench/results/decode.md.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -34,7 +36,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batches", default="8,32,64")
     p.add_argument("--tokens", type=int, default=128)
-    p.add_argument("--variants", default="hf,fast,fast-fp16,fast-int8")
+    p.add_argument("--variants", default="hf,fast,fast-fp16,fast-int8",
+                   help="engine[-quant[-fbgemm]]: hf, fast, fast-fp16, fast-fp16-fbgemm (fbgemm's fp16 kernel), fast-int8")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS / "decode.json")
     a = p.parse_args()
@@ -43,8 +46,13 @@ def main() -> None:
     model.eval()
     prompt = encode_prompt(tok, SYSTEM_PROMPT, "What is 47 + 38?")
     rows = []
+    from grpolab.rollout import kernels
+
     for variant in a.variants.split(","):
         kind, _, quant = variant.partition("-")
+        quant, _, backend = quant.partition("-")
+        os.environ["GRPOLAB_NATIVE"] = "0" if backend == "fbgemm" else "1"
+        kernels.reset()
         engine = build_engine(kind, model, [], tok.pad_token_id, quant or "none")
         for B in (int(b) for b in a.batches.split(",")):
             params = SamplingParams(B, a.tokens, 1.0)

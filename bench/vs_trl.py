@@ -8,6 +8,7 @@ process (clean peak RSS).
     python bench/vs_trl.py                      # G in {8, 16}, T=128, full fine-tune and LoRA r=16
     python bench/vs_trl.py --groups 8 --steps 3 # quicker
     python bench/vs_trl.py --quants fp16,int8   # low-precision rollout variants (default: fp16)
+    python bench/vs_trl.py --quants fp16,fp16-fbgemm  # grpolab's fp16 kernels against fbgemm's
     python bench/vs_trl.py --variants lean      # also grpolab with the memory knobs (--allocator lean
                                                 # --gradient-checkpointing): the lowest peak RSS, slower steps
 
@@ -55,6 +56,8 @@ def worker_grpolab(a: argparse.Namespace) -> dict:
     return {
         "s_per_step": statistics.median(r["step_seconds"] for r in timed),
         "gen_s_per_step": statistics.median(r["gen_seconds"] for r in timed),
+        "sync_s_per_step": statistics.median(r["sync_seconds"] for r in timed),
+        "update_s_per_step": statistics.median(r["update_seconds"] for r in timed),
         "gen_tokens_per_s": statistics.median(r["gen_tokens_per_s"] for r in timed),
         "rows_trained": statistics.median(r["rows_trained"] for r in timed),
         "peak_rss_gb": peak_rss_gb(), "steps": [r["step_seconds"] for r in records],
@@ -148,7 +151,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4, help="timed steps after the warm-up step")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--quants", default="fp16",
-                   help="comma list of low-precision rollout variants also measured (fp16, int8; '' for none)")
+                   help="comma list of low-precision rollout variants also measured (fp16, fp16-fbgemm, int8; '' for none)")
     p.add_argument("--variants", default="",
                    help="'lean': also measure grpolab with --allocator lean --gradient-checkpointing (fp32 rollouts)")
     p.add_argument("--out", type=Path, default=RESULTS / "vs_trl.json")
@@ -213,6 +216,11 @@ if __name__ == "__main__":
         wp.add_argument("--lean", action="store_true", help="--allocator lean --gradient-checkpointing")
         wp.add_argument("--out", type=Path, required=True)
         wa = wp.parse_args()
+        if wa.quant.endswith("-fbgemm"):  # fbgemm's fp16 kernel instead of grpolab's own (rollout/kernels.py)
+            import os
+
+            os.environ["GRPOLAB_NATIVE"] = "0"
+            wa.quant = wa.quant.removesuffix("-fbgemm")
         result = worker_trl(wa) if wa.system == "trl" else worker_grpolab(wa)
         write_json(wa.out, result)
     else:

@@ -136,7 +136,7 @@ def test_nonfinite_loss_leaves_weights_unchanged(tiny_model_dir):
 
 
 def _step_records(run):
-    drop = {"train_seconds", "step_seconds", "update_seconds", "gen_seconds", "gen_tokens_per_s", "eval_seconds"}
+    drop = {"train_seconds", "step_seconds", "update_seconds", "sync_seconds", "gen_seconds", "gen_tokens_per_s", "eval_seconds"}
     return [{k: v for k, v in r.items() if k not in drop} for r in read_jsonl(run / "metrics.jsonl")]
 
 

@@ -70,6 +70,13 @@ def _pack_fp16(weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
 PACKERS = {"int8": _quantize, "fp16": _pack_fp16}
 
 
+def _native_fp16() -> bool:
+    """fp16 sampling through grpolab's own kernels (rollout/kernels.py) rather than fbgemm's, where they build."""
+    from grpolab.rollout.kernels import native_reason
+
+    return native_reason() is None
+
+
 class _Linear:
     """y = x W^T + b (+ LoRA side paths), reading the live parameters of one or more Linear / peft LoraLayers.
 
@@ -94,6 +101,7 @@ class _Linear:
             self.adapters.append(side)
         self.sizes = [b.weight.shape[0] for b in self.bases]
         self.packed: Any = None
+        self.native = quant == "fp16" and _native_fp16()  # packed in place, no fbgemm
         self.versions: tuple[int, ...] = ()
 
     def _weight(self, i: int) -> torch.Tensor:
@@ -120,6 +128,14 @@ class _Linear:
         return versions != self.versions or bool(self.merged) or any(b.weight.requires_grad for b in self.bases)
 
     def requantize(self) -> None:
+        if self.native:
+            from grpolab.rollout.kernels import F16Linear
+
+            if self.packed is None:
+                self.packed = F16Linear(sum(self.sizes), self.bases[0].weight.shape[1])
+            self.packed.pack([self._weight(i) for i in range(len(self.bases))], self._bias())
+            self.versions = tuple(b.weight._version for b in self.bases)
+            return
         w = self._weight(0) if len(self.bases) == 1 else torch.cat([self._weight(i) for i in range(len(self.bases))])
         self.packed = PACKERS[self.quant](w, self._bias())
         self.versions = tuple(b.weight._version for b in self.bases)
@@ -127,7 +143,9 @@ class _Linear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         """One output per module (a list when several modules are stacked)."""
         if self.quant in PACKERS:
-            if self.quant == "int8":
+            if self.native:
+                y = self.packed(x)
+            elif self.quant == "int8":
                 y = torch.ops.quantized.linear_dynamic(x, self.packed, True)
             else:
                 y = torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
@@ -179,11 +197,16 @@ class FastCPUEngine:
     # ---- weights ------------------------------------------------------------------------------------------
     def sync(self) -> None:
         """Make the decoder see the current weights. fp32 reads the live parameters (nothing to do once built);
-        int8 re-quantises the weights that changed since the last call, two layers at a time."""
+        fp16 with the native kernels re-packs every trainable weight in place (~0.05 s for 135M weights); fbgemm's
+        fp16 and int8 re-pack the weights that may have changed, two layers at a time (~0.8 s)."""
         if not self.layers:
             self._build()
         stale = [lin for lin in [self.lm_head] + [x for layer in self.layers for x in layer.linears()] if lin.stale()]
-        if stale:
+        for lin in stale:  # native packing is one multi-threaded pass per layer
+            if lin.native:
+                lin.requantize()
+        stale = [lin for lin in stale if not lin.native]
+        if stale:  # fbgemm packs on one thread: two layers at a time
             with ThreadPoolExecutor(max_workers=2) as pool:
                 list(pool.map(_Linear.requantize, stale))
 
