@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import os
 import shutil
 import tempfile
@@ -72,7 +74,9 @@ def embedded_model_dir(name: str = "smollm2-135m") -> Path:
 
     quiet_transformers()
     target.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
+    # transformers' GGUF reader draws its own tqdm bar on stderr (not the hub bar quiet_transformers turns off):
+    # a one-time cache step should not spill 17 lines into a user's error message or a test's stderr.
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
         gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
