@@ -11,6 +11,8 @@ process (clean peak RSS).
     python bench/vs_trl.py --quants fp16,fp16-fbgemm  # grpolab's fp16 kernels against fbgemm's
     python bench/vs_trl.py --variants lean      # also grpolab with the memory knobs (--allocator lean
                                                 # --gradient-checkpointing): the lowest peak RSS, slower steps
+    python bench/vs_trl.py --variants bf16      # also both systems with bf16 autocast (CPUs with AMX or
+                                                # AVX512-BF16): TRL bf16=True, grpolab --autocast bf16 + fp16 rollouts
 
 Writes bench/results/vs_trl.json and bench/results/vs_trl.md.
 """
@@ -49,7 +51,7 @@ def worker_grpolab(a: argparse.Namespace) -> dict:
             max_new_tokens=a.tokens, ignore_eos=True, rewards="bench_spread", lr=1e-5, beta=0.0,
             loss_aggregation="token-mean", adam_beta2=0.999, steps=a.warmup + a.steps, eval_before_after=False,
             export=False, checkpoint_every=0, quiet=True, out_dir=tmp, lora_rank=a.lora, seed=0,
-            rollout_quant=a.quant, engine=a.engine,
+            rollout_quant=a.quant, engine=a.engine, autocast=a.autocast,
             **(dict(allocator="lean", gradient_checkpointing=True) if a.lean else {}))
         train(cfg, on_step=records.append)
     timed = records[a.warmup:]
@@ -104,7 +106,8 @@ def worker_trl(a: argparse.Namespace) -> dict:
             output_dir=tmp, per_device_train_batch_size=a.group_size, num_generations=a.group_size,
             max_completion_length=a.tokens, learning_rate=1e-5, beta=0.0, temperature=1.0, top_p=1.0, top_k=0,
             generation_kwargs={"min_new_tokens": a.tokens}, max_steps=a.warmup + a.steps, logging_steps=1,
-            save_strategy="no", report_to="none", use_cpu=True, bf16=False, seed=0, lr_scheduler_type="constant",
+            save_strategy="no", report_to="none", use_cpu=True, bf16=a.autocast == "bf16", seed=0,
+            lr_scheduler_type="constant",
             disable_tqdm=True, dataloader_num_workers=0)
         trainer = GRPOTrainer(model=model, reward_funcs=trl_reward("spread"), args=args,
                               train_dataset=trl_dataset(task, a.group_size * (a.warmup + a.steps) + 64),
@@ -153,13 +156,14 @@ def main() -> None:
     p.add_argument("--quants", default="fp16",
                    help="comma list of low-precision rollout variants also measured (fp16, fp16-fbgemm, int8; '' for none)")
     p.add_argument("--variants", default="",
-                   help="'lean': also measure grpolab with --allocator lean --gradient-checkpointing (fp32 rollouts)")
+                   help="'lean': also measure grpolab with --allocator lean --gradient-checkpointing (fp32 rollouts); "
+                        "'bf16': also TRL with bf16=True and grpolab with --autocast bf16 and fp16 rollouts")
     p.add_argument("--out", type=Path, default=RESULTS / "vs_trl.json")
     a = p.parse_args()
     extra_variants = set(a.variants.split(",")) - {""}
-    unknown = extra_variants - {"lean"}
+    unknown = extra_variants - {"lean", "bf16"}
     if unknown:
-        p.error(f"--variants {a.variants!r}: unknown {sorted(unknown)}; allowed: 'lean' (or '' for none)")
+        p.error(f"--variants {a.variants!r}: unknown {sorted(unknown)}; allowed: 'lean', 'bf16' (or '' for none)")
     rows = []
     for lora in (int(x) for x in a.lora.split(",")):
         for G in (int(x) for x in a.groups.split(",")):
@@ -170,6 +174,9 @@ def main() -> None:
                 variants.append((f"grpolab-{q}", ["--system", "grpolab", "--quant", q]))
             if "lean" in extra_variants:
                 variants.append(("grpolab-lean", ["--system", "grpolab", "--lean"]))
+            if "bf16" in extra_variants:
+                variants.append(("trl-bf16", ["--system", "trl", "--autocast", "bf16"]))
+                variants.append(("grpolab-fp16-bf16", ["--system", "grpolab", "--quant", "fp16", "--autocast", "bf16"]))
             res = {}
             for name, extra in variants:
                 tmp_out = RESULTS / "tmp" / f"vs_trl-{name}-G{G}-lora{lora}.json"
@@ -214,6 +221,7 @@ if __name__ == "__main__":
         wp.add_argument("--quant", default="none")
         wp.add_argument("--engine", default="auto")
         wp.add_argument("--lean", action="store_true", help="--allocator lean --gradient-checkpointing")
+        wp.add_argument("--autocast", default="off", help="bf16: grpolab --autocast bf16, TRL bf16=True")
         wp.add_argument("--out", type=Path, required=True)
         wa = wp.parse_args()
         if wa.quant.endswith("-fbgemm"):  # fbgemm's fp16 kernel instead of grpolab's own (rollout/kernels.py)

@@ -11,8 +11,9 @@ import torch
 
 from grpolab.rollout import kernels
 from grpolab.rollout.kernels import F16Linear, native_reason
+from grpolab.runtime import cpu_flags
 
-x86_avx2 = platform.machine().lower() in ("x86_64", "amd64") and {"avx2", "fma", "f16c"} <= kernels._cpu_flags()
+x86_avx2 = platform.machine().lower() in ("x86_64", "amd64") and {"avx2", "fma", "f16c"} <= cpu_flags()
 if not (x86_avx2 and (shutil.which("cc") or shutil.which("gcc"))):
     pytest.skip("native kernels need x86-64 with AVX2/FMA/F16C and a C compiler", allow_module_level=True)
 
@@ -43,6 +44,16 @@ def test_linear_equals_torch_with_fp16_weights(m, n, k):
     got = lin(x)
     assert got.shape == (m, n) and got.dtype == torch.float32
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * k)
+
+
+def test_a_row_gives_the_same_bits_in_any_tile_and_row_block():
+    """64 rows run as 16 tiles of 4 (one 64-row block), 4 rows as one tile: each output's FMAs run in the same
+    order either way, so a row's outputs do not depend on which rows share its batch."""
+    g = torch.Generator().manual_seed(3)
+    w, x = torch.randn(50, 96, generator=g), torch.randn(64, 96, generator=g)
+    lin = F16Linear(50, 96)
+    lin.pack([w], torch.randn(50, generator=g))
+    assert torch.equal(lin(x), torch.cat([lin(x[i:i + 4]) for i in range(0, 64, 4)]))
 
 
 def test_leading_dimensions_and_non_contiguous_input():

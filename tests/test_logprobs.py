@@ -132,3 +132,45 @@ def test_cache_rows_are_expanded_like_transformers_does(tiny_model_dir):
     other = Opaque()
     _select_cache_rows(other, rows)
     assert other.selected is rows
+
+
+def _bf16_hidden_then_fp32_head(model, prompts, ids, mask, temperature, pad):
+    """The decoder under bf16 autocast, the vocabulary projection and log-softmax in fp32, on full logits."""
+    full, attn, pos, P = pack_rows(prompts, ids, mask, pad)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden = model.model(input_ids=full, attention_mask=attn, position_ids=pos).last_hidden_state
+    logits = hidden.float() @ model.lm_head.weight.t() / temperature
+    lp = logits[:, P - 1:P - 1 + ids.shape[1]].log_softmax(-1)
+    return lp.gather(2, ids[..., None]).squeeze(-1) * mask
+
+
+def test_bf16_autocast_runs_the_decoder_in_bf16_and_the_head_in_fp32(batch):
+    """Under the update's autocast the log-probs are exactly 'bf16 decoder, fp32 head'; an all-bf16 head
+    (what plain autocast would do) is off by far more than the tolerance."""
+    model, pad, prompts, ids, mask = batch
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lp, _ = token_logprobs(model, prompts, ids, mask, 0.8, pad)
+    assert lp.dtype == torch.float32
+    torch.testing.assert_close(lp, _bf16_hidden_then_fp32_head(model, prompts, ids, mask, 0.8, pad), rtol=0, atol=1e-5)
+    full, attn, pos, P = pack_rows(prompts, ids, mask, pad)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(input_ids=full, attention_mask=attn, position_ids=pos).logits.float() / 0.8
+    all_bf16 = logits[:, P - 1:P - 1 + ids.shape[1]].log_softmax(-1).gather(2, ids[..., None]).squeeze(-1) * mask
+    assert float((all_bf16 - lp).abs().max()) > 1e-3
+
+
+def test_bf16_autocast_gradients_are_fp32_and_point_the_same_way(batch):
+    model, pad, prompts, ids, mask = batch
+    weights = torch.linspace(-1, 1, ids.numel()).view(ids.shape)
+
+    def grads(kind):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=kind == "bf16"):
+            lp, _ = token_logprobs(model, prompts, ids, mask, 1.0, pad)
+        (lp * weights).sum().backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters()]), {p.grad.dtype for p in model.parameters()}
+
+    (fp32, _), (bf16, dtypes) = grads("off"), grads("bf16")
+    assert dtypes == {torch.float32}  # the optimizer only ever sees fp32 gradients of the fp32 weights
+    # bf16 rounds each product's inputs to 8 bits of mantissa: the gradient is perturbed, not turned
+    assert float(torch.nn.functional.cosine_similarity(fp32, bf16, dim=0)) > 0.99

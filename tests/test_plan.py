@@ -179,3 +179,16 @@ def test_grid_lists_every_cell():
     text = P.grid(smol(), setting(), None, groups=(4, 8), tokens=(64, 128))
     lines = text.splitlines()
     assert len(lines) == 3 and lines[1].split()[0] == "4" and lines[2].count("GB") == 2
+
+
+def test_autocast_bf16_uses_its_own_calibrated_rate_and_counts_the_bf16_weight_copies():
+    a = smol()
+    cal = P.Calibration(decode_step_s={8: 0.02}, train_gflops=100.0, train_gflops_bf16=300.0, optimizer_s_per_gparam=0.5)
+    fp32, bf16 = P.predict_time(a, setting(), cal), P.predict_time(a, setting(autocast="bf16"), cal)
+    compute = (8 * 128 + 48) * 2 * a.params * 3 / 100e9
+    assert fp32.update_s - bf16.update_s == pytest.approx(compute * (1 - 100 / 300))
+    uncalibrated = P.Calibration(decode_step_s={8: 0.02}, train_gflops=100.0, optimizer_s_per_gparam=0.5)  # CPU without native bf16: fp32 rate
+    assert P.predict_time(a, setting(autocast="bf16"), uncalibrated).update_s == pytest.approx(fp32.update_s)
+    mem = P.predict_memory(a, setting(autocast="bf16"))
+    assert mem.parts["bf16 weight copies (autocast)"] == 2 * a.params
+    assert mem.peak > P.predict_memory(a, setting()).peak

@@ -243,3 +243,39 @@ def test_keep_sampling_mask_trains_with_top_k(tiny_cfg):
     result = train(tiny_cfg(run_name="keepmask", recipe="deepseek-v3.2", top_k=20, steps=1, export=False))
     rec = [r for r in read_jsonl(result.run_dir / "metrics.jsonl") if "reward" in r][0]
     assert rec["sampler_mismatch_kl"] < 1e-6  # fp32 sampler, same kept sets: no mismatch
+
+
+def test_bf16_autocast_is_refused_before_anything_is_written_on_a_cpu_without_native_bf16(tiny_cfg, monkeypatch,
+                                                                                         tmp_path):
+    import grpolab.runtime as R
+    from grpolab.errors import UserError
+
+    monkeypatch.setattr(R, "cpu_flags", lambda: {"avx2", "fma", "f16c"})
+    cfg = tiny_cfg(autocast="bf16", out_dir=str(tmp_path / "refused"))
+    with pytest.raises(UserError, match=r"--autocast bf16 needs a CPU with AMX or AVX512-BF16.*Fix: --autocast off"):
+        train(cfg)
+    assert not (tmp_path / "refused").exists()
+
+
+def test_bf16_autocast_update_raises_the_log_prob_of_a_rewarded_row(tiny_model_dir):
+    """The gradient-sign known answer (DESIGN.md 4) holds under the bf16 update too, and an on-policy first pass
+    has ratio exactly 1 (old and new log-probs come from the same arithmetic): nothing is clipped."""
+    cfg = Config.from_flat(model=str(tiny_model_dir), beta=0.0, loss_aggregation="token-mean")
+    model, tok = load_model(cfg.model)
+    batch = _batch()
+    batch.advantages.zero_()
+    batch.advantages[0] = 1.0
+    from grpolab.logprobs import token_logprobs
+
+    def row0():
+        with torch.no_grad():
+            return float(token_logprobs(model, batch.prompts[:1], batch.completion_ids[:1], batch.mask[:1], 1.0,
+                                        tok.pad_token_id)[0].sum())
+
+    before = row0()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    stats = policy_update(model, batch, cfg.algo, opt, sched, temperature=1.0, pad_id=tok.pad_token_id, micro_batch=0,
+                          grad_clip=0.0, autocast="bf16")
+    assert stats["rows_trained"] == 1 and stats["clip_fraction"] == 0.0
+    assert row0() > before

@@ -195,7 +195,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
           f"G={setting.group_size} B={setting.prompts_per_step} T={setting.max_new_tokens} "
           f"{'LoRA r=' + str(setting.lora_rank) if setting.lora_rank else 'full fine-tune'}"
           f"{', micro-batch ' + str(setting.micro_batch) if setting.micro_batch else ''}"
-          f"{', gradient checkpointing' if setting.gradient_checkpointing else ''}, --allocator {setting.allocator}")
+          f"{', gradient checkpointing' if setting.gradient_checkpointing else ''}, --allocator {setting.allocator}"
+          f"{', --autocast ' + setting.autocast if setting.autocast != 'off' else ''}")
     print(mem.table())
     if cal is not None:
         t = P.predict_time(arch, setting, cal)

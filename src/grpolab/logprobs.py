@@ -183,20 +183,23 @@ def token_logprobs(model: Any, prompts: Sequence[Sequence[int]], completion_ids:
     shared = share_prompts and _can_share(model, prompts)
     hidden = (_hidden_shared if shared else _hidden_full)(decoder, prompts, completion_ids, mask, pad_id, device)
     valid = mask.bool().to(device)
-    h = hidden[valid]  # (M, D): states that predict each counted completion token
     targets = completion_ids.to(device)[valid]
     temp = temperature if temperature > 0 else 1.0
     thr = None if keep_threshold is None else keep_threshold.to(device)[valid].float()
-    if hasattr(lm_head, "base_layer") or getattr(lm_head, "bias", None) is not None:
-        logits = lm_head(h).float() / temp  # adapter or bias on the head: plain path (rare)
-        if thr is not None:
-            drop = (logits < thr[:, None]).scatter(1, targets[:, None], False)
-            logits = logits.masked_fill(drop, float("-inf"))
-        lp_all = logits.log_softmax(dim=-1)
-        lp = lp_all.gather(1, targets[:, None]).squeeze(1)
-        ent = -torch.where(lp_all.isinf(), 0.0, lp_all.exp() * lp_all).sum(dim=-1).detach()
-    else:
-        lp, ent = _TokenLogprob.apply(h, lm_head.weight, targets, temp, thr)
+    # The head and log-softmax always run in the weights' precision, also under the update's bf16 autocast: a
+    # bf16 logit of magnitude ~20 is off by ~0.06, as much noise in every log-prob and importance ratio.
+    with torch.autocast(device_type=device.type, enabled=False):
+        h = hidden[valid].to(lm_head.weight.dtype)  # (M, D): states that predict each counted completion token
+        if hasattr(lm_head, "base_layer") or getattr(lm_head, "bias", None) is not None:
+            logits = lm_head(h).float() / temp  # adapter or bias on the head: plain path (rare)
+            if thr is not None:
+                drop = (logits < thr[:, None]).scatter(1, targets[:, None], False)
+                logits = logits.masked_fill(drop, float("-inf"))
+            lp_all = logits.log_softmax(dim=-1)
+            lp = lp_all.gather(1, targets[:, None]).squeeze(1)
+            ent = -torch.where(lp_all.isinf(), 0.0, lp_all.exp() * lp_all).sum(dim=-1).detach()
+        else:
+            lp, ent = _TokenLogprob.apply(h, lm_head.weight, targets, temp, thr)
     logp = torch.zeros(valid.shape, dtype=torch.float32, device=device).masked_scatter(valid, lp)
     entropy = torch.zeros(valid.shape, dtype=torch.float32, device=device).masked_scatter(valid, ent.detach())
     return logp, entropy

@@ -88,13 +88,14 @@ class Setting:
     rollout_quant: str
     bytes_per_param: int = 4
     allocator: str = "fast"
+    autocast: str = "off"
 
     @classmethod
     def from_config(cls, cfg: Any, prompt_tokens: int = 48) -> "Setting":
         return cls(cfg.rollout.group_size, cfg.train.prompts_per_step, cfg.rollout.max_new_tokens, prompt_tokens,
                    cfg.model.lora_rank, cfg.train.micro_batch, cfg.model.gradient_checkpointing,
                    cfg.algo.beta > 0 and cfg.model.lora_rank == 0, cfg.rollout.rollout_quant,
-                   allocator=cfg.train.allocator)
+                   allocator=cfg.train.allocator, autocast=cfg.train.autocast)
 
     @property
     def rows(self) -> int:
@@ -123,6 +124,8 @@ def predict_memory(arch: Arch, s: Setting) -> MemoryPlan:
     }
     if s.reference_copy:
         parts["reference copy"] = arch.params * b
+    if s.autocast == "bf16":  # autocast keeps a bf16 copy of every weight it multiplies until backward is done
+        parts["bf16 weight copies (autocast)"] = 2 * arch.params
     if s.rollout_quant in ("int8", "fp16"):
         per = 1 if s.rollout_quant == "int8" else 2
         parts[f"{s.rollout_quant} sampler weights"] = per * (arch.layers * arch.linear_params_per_layer +
@@ -163,6 +166,7 @@ class Calibration:
 
     decode_step_s: dict[int, float] = field(default_factory=dict)  # rows -> seconds per token step
     train_gflops: float = 120.0  # sustained forward+backward GFLOP/s
+    train_gflops_bf16: float = 0.0  # the same under --autocast bf16 (0 = not measured: the CPU lacks native bf16)
     optimizer_s_per_gparam: float = 0.6  # AdamW step seconds per 1e9 trainable parameters
     machine: str = ""
 
@@ -213,7 +217,8 @@ def predict_time(arch: Arch, s: Setting, cal: Calibration, decode_fraction: floa
     if s.gradient_checkpointing:
         mult += 1
     trainable = arch.lora_params(s.lora_rank) if s.lora_rank else arch.params
-    compute = tokens * flop_token * mult / (cal.train_gflops * 1e9) * UPDATE_SLOWDOWN.get(s.allocator, 1.0)
+    rate = cal.train_gflops_bf16 if s.autocast == "bf16" and cal.train_gflops_bf16 else cal.train_gflops
+    compute = tokens * flop_token * mult / (rate * 1e9) * UPDATE_SLOWDOWN.get(s.allocator, 1.0)
     update = compute + trainable / 1e9 * cal.optimizer_s_per_gparam
     return TimePlan(generation, update)
 
@@ -224,7 +229,7 @@ def calibrate(model: Any, tokenizer: Any, rows: tuple[int, ...] = (8, 32, 64)) -
 
     from grpolab.logprobs import token_logprobs
     from grpolab.rollout import build_engine, SamplingParams
-    from grpolab.runtime import set_allocator
+    from grpolab.runtime import BF16_FLAGS, autocast, cpu_flags, set_allocator
 
     set_allocator("fast")  # the trainer's default heap policy; predictions for others scale from it
     engine = build_engine("auto", model, [], tokenizer.pad_token_id)
@@ -241,16 +246,24 @@ def calibrate(model: Any, tokenizer: Any, rows: tuple[int, ...] = (8, 32, 64)) -
         cal.decode_step_s[n] = max(((t1 - t0) - (t2 - t1)) / 16, 1e-4)  # per step, prefill cancelled out
     ids = torch.randint(10, 1000, (8, 64), generator=gen)
     model.train()
-    for i in range(2):
-        t0 = time.perf_counter()
-        lp, _ = token_logprobs(model, [prompt] * 8, ids, torch.ones(8, 64), 1.0, tokenizer.pad_token_id)
-        lp.sum().backward()
-        dt = time.perf_counter() - t0
-    model.zero_grad(set_to_none=True)
     arch = Arch.from_config(model.get_base_model().config if hasattr(model, "get_base_model") else model.config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     mult = 3 if trainable > arch.params / 2 else 2
-    cal.train_gflops = (8 * 64 + len(prompt)) * 2 * arch.params * mult / dt / 1e9
+    device = next(model.parameters()).device
+
+    def gflops(kind: str) -> float:
+        for i in range(2):
+            t0 = time.perf_counter()
+            with autocast(kind, device):
+                lp, _ = token_logprobs(model, [prompt] * 8, ids, torch.ones(8, 64), 1.0, tokenizer.pad_token_id)
+            lp.sum().backward()
+            dt = time.perf_counter() - t0
+        model.zero_grad(set_to_none=True)
+        return (8 * 64 + len(prompt)) * 2 * arch.params * mult / dt / 1e9
+
+    cal.train_gflops = gflops("off")
+    if device.type != "cpu" or set(BF16_FLAGS) & cpu_flags():
+        cal.train_gflops_bf16 = gflops("bf16")
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.grad = torch.zeros_like(p)

@@ -23,14 +23,14 @@ from grpolab.config import Config
 from grpolab.curriculum import Curriculum, base_pass_rate, choose_start
 from grpolab.errors import UserError
 from grpolab.evaluate import EvalResult, evaluate
-from grpolab.models import eos_token_ids, export_model, load_model
+from grpolab.models import eos_token_ids, export_model, load_model, resolve_device
 from grpolab.plan import preflight
 from grpolab.report.console import ConsoleReporter
 from grpolab.report.jsonl import JsonlWriter, truncate_after_step
 from grpolab.rewards import build_reward_terms
 from grpolab.rollout import SamplingParams, build_engine
 from grpolab.rundir import RunDir
-from grpolab.runtime import set_allocator
+from grpolab.runtime import check_autocast, set_allocator
 from grpolab.tasks import build_task
 from grpolab.update import NonFiniteLoss, policy_update
 
@@ -116,9 +116,11 @@ class _Session:
     def __init__(self, cfg: Config | None, resume: str | Path | None, overrides: dict[str, Any] | None) -> None:
         if not resume:
             preflight(cfg)  # refuse a setting that cannot fit before anything is loaded or written
+            check_autocast(cfg.train.autocast, resolve_device(cfg.model.device))
         self.run = RunDir.open(resume) if resume else RunDir.create(cfg)
         if resume:
             cfg = self.run.config.replace(**overrides) if overrides else self.run.config
+            check_autocast(cfg.train.autocast, resolve_device(cfg.model.device))
         assert cfg is not None
         self.cfg = cfg
         set_allocator(cfg.train.allocator)
@@ -227,7 +229,7 @@ class _Session:
             upd = policy_update(self.model, to_update_batch(groups, cfg), cfg.algo, self.optimizer, self.scheduler,
                                 temperature=cfg.rollout.temperature, pad_id=self.pad, micro_batch=cfg.train.micro_batch,
                                 grad_clip=cfg.train.grad_clip, ref_model=self.ref_model,
-                                empty_steps=cfg.train.empty_steps)
+                                empty_steps=cfg.train.empty_steps, autocast=cfg.train.autocast)
             nonfinite[0] = 0
             return upd
         except NonFiniteLoss as e:

@@ -16,6 +16,7 @@ import torch
 
 from grpolab.algo import LossNorm, LossSpec, aggregate, per_token_loss
 from grpolab.logprobs import token_logprobs
+from grpolab.runtime import autocast as autocast_context
 
 
 @dataclass
@@ -42,26 +43,28 @@ def _row_chunks(rows: Sequence[int], lengths: torch.Tensor, micro_batch: int) ->
     return [ordered[i:i + size] for i in range(0, len(ordered), size)]
 
 
-def _forward(model: Any, batch: UpdateBatch, rows: list[int], temperature: float, pad_id: int):
+def _forward(model: Any, batch: UpdateBatch, rows: list[int], temperature: float, pad_id: int, autocast: str):
     width = max(int(batch.mask[rows].sum(dim=1).max()), 1)  # trim padding columns of this micro-batch
     ids = batch.completion_ids[rows, :width]
     mask = batch.mask[rows, :width]
     thr = None if batch.keep_threshold is None else batch.keep_threshold[rows, :width]
-    logp, entropy = token_logprobs(model, [batch.prompts[r] for r in rows], ids, mask, temperature, pad_id,
-                                   keep_threshold=thr)
+    # the same arithmetic for reference, old and current log-probs, so an on-policy ratio is exactly 1
+    with autocast_context(autocast, next(model.parameters()).device):
+        logp, entropy = token_logprobs(model, [batch.prompts[r] for r in rows], ids, mask, temperature, pad_id,
+                                       keep_threshold=thr)
     return logp, entropy, mask.to(logp.device), width
 
 
 @torch.no_grad()
 def _reference_logprobs(model: Any, ref_model: Any, batch: UpdateBatch, chunks: list[list[int]],
-                        temperature: float, pad_id: int) -> dict[int, torch.Tensor]:
+                        temperature: float, pad_id: int, autocast: str) -> dict[int, torch.Tensor]:
     """Log-probs under the reference policy: adapters disabled under LoRA, else the frozen copy."""
     out: dict[int, torch.Tensor] = {}
     ctx = model.disable_adapter() if ref_model is None else contextlib.nullcontext()
     scorer = model if ref_model is None else ref_model
     with ctx:
         for rows in chunks:
-            logp, _, _, _ = _forward(scorer, batch, rows, temperature, pad_id)
+            logp, _, _, _ = _forward(scorer, batch, rows, temperature, pad_id, autocast)
             for i, r in enumerate(rows):
                 out[r] = logp[i]
     return out
@@ -69,10 +72,10 @@ def _reference_logprobs(model: Any, ref_model: Any, batch: UpdateBatch, chunks: 
 
 @torch.no_grad()
 def _old_logprobs(model: Any, batch: UpdateBatch, chunks: list[list[int]], temperature: float,
-                  pad_id: int) -> dict[int, torch.Tensor]:
+                  pad_id: int, autocast: str) -> dict[int, torch.Tensor]:
     out: dict[int, torch.Tensor] = {}
     for rows in chunks:
-        logp, _, _, _ = _forward(model, batch, rows, temperature, pad_id)
+        logp, _, _, _ = _forward(model, batch, rows, temperature, pad_id, autocast)
         for i, r in enumerate(rows):
             out[r] = logp[i]
     return out
@@ -80,12 +83,13 @@ def _old_logprobs(model: Any, batch: UpdateBatch, chunks: list[list[int]], tempe
 
 def policy_update(model: Any, batch: UpdateBatch, algo: Any, optimizer: Any, scheduler: Any, *,
                   temperature: float, pad_id: int, micro_batch: int, grad_clip: float,
-                  ref_model: Any = None, empty_steps: str = "momentum") -> dict[str, float]:
+                  ref_model: Any = None, empty_steps: str = "momentum", autocast: str = "off") -> dict[str, float]:
     """Run `algo.num_updates` optimizer steps on the batch; return averaged statistics.
 
     With no row to train (every advantage 0 and no KL), nothing is computed; `empty_steps='momentum'` still
     steps the optimizer once with a zero gradient (AdamW's moments keep moving the weights, as in any trainer
-    that steps on a zero loss), 'skip' leaves everything untouched."""
+    that steps on a zero loss), 'skip' leaves everything untouched. `autocast='bf16'` runs the forwards (and so
+    the backward's matrix products) in bfloat16; the log-softmax and everything the optimizer sees stay fp32."""
     spec = LossSpec.from_config(algo)
     n_rows = batch.completion_ids.shape[0]
     norm = LossNorm(num_seqs=n_rows, num_tokens=int(batch.mask.sum()), max_len=batch.max_len)
@@ -110,10 +114,10 @@ def policy_update(model: Any, batch: UpdateBatch, algo: Any, optimizer: Any, sch
     if spec.beta > 0:
         if ref_model is None and not hasattr(model, "disable_adapter"):
             raise ValueError("beta > 0 needs a reference: a LoRA model (adapters disabled) or a frozen ref_model")
-        ref = _reference_logprobs(model, ref_model, batch, chunks, temperature, pad_id)
+        ref = _reference_logprobs(model, ref_model, batch, chunks, temperature, pad_id, autocast)
     # Old log-probs: needed when the weights move between passes (mu > 1); otherwise the first pass is
     # on-policy and old = current (detached), which saves a forward.
-    old = _old_logprobs(model, batch, chunks, temperature, pad_id) if algo.num_updates > 1 else None
+    old = _old_logprobs(model, batch, chunks, temperature, pad_id, autocast) if algo.num_updates > 1 else None
 
     params = [p for p in model.parameters() if p.requires_grad]
     sums: dict[str, float] = {}
@@ -123,7 +127,7 @@ def policy_update(model: Any, batch: UpdateBatch, algo: Any, optimizer: Any, sch
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for chunk in chunks:
-            logp, entropy, mask, width = _forward(model, batch, chunk, temperature, pad_id)
+            logp, entropy, mask, width = _forward(model, batch, chunk, temperature, pad_id, autocast)
             old_lp = torch.stack([old[r][:width] for r in chunk]) if old is not None else logp.detach()
             ref_lp = torch.stack([ref[r][:width] for r in chunk]) if ref is not None else None
             smp = batch.sampler_logp[chunk, :width].to(device) if batch.sampler_logp is not None else None

@@ -20,6 +20,8 @@ from typing import Sequence
 
 import torch
 
+from grpolab.runtime import cpu_flags
+
 SOURCE = Path(__file__).with_name("f16_kernels.c")
 FLAGS = ["-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-shared", "-fPIC"]
 ABI = 1
@@ -27,16 +29,6 @@ ABI = 1
 _lib: ctypes.CDLL | None = None
 _reason: str | None = None
 _tried = False
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def _build() -> ctypes.CDLL:
@@ -76,7 +68,7 @@ def native_reason() -> str | None:
             _reason = "disabled by GRPOLAB_NATIVE=0"
         elif platform.machine().lower() not in ("x86_64", "amd64"):
             _reason = f"CPU architecture {platform.machine()} (the kernels are x86-64 AVX2)"
-        elif not {"avx2", "fma", "f16c"} <= _cpu_flags():
+        elif not {"avx2", "fma", "f16c"} <= cpu_flags():
             _reason = "the CPU lacks one of AVX2, FMA, F16C"
         else:
             try:
