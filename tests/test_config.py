@@ -104,6 +104,12 @@ def test_int8_rollouts_turn_on_truncated_importance_sampling():
     assert Config.from_flat().algo.tis_cap == 0.0
 
 
+def test_bf16_autocast_turns_on_truncated_importance_sampling():
+    """fp32 sampling and a bf16 update differ in their log-probs as low-precision sampling does: corrected."""
+    assert Config.from_flat(autocast="bf16").algo.tis_cap == 2.0
+    assert Config.from_flat(autocast="bf16", tis_cap=0).algo.tis_cap == 0.0
+
+
 def test_the_demo_preset_is_a_valid_configuration():
     from grpolab.presets import DEMO
 

@@ -16,6 +16,7 @@ ALLOWED = {
     "rewards": {"errors", "rewards", "tasks"},
     "indicators": {"rewards"},
     "curriculum": {"errors", "tasks", "calibrate"},
+    "runtime": {"errors"},
 }
 NO_TORCH = {"errors", "recipes", "config", "validation", "tasks", "rewards", "indicators"}
 

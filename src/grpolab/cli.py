@@ -202,6 +202,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         t = P.predict_time(arch, setting, cal)
         print(f"  {'predicted seconds per step':30s} {t.step_s:6.1f} s (generation {t.generation_s:.1f} s at full "
               f"length, update {t.update_s:.1f} s, every row trained)")
+        if setting.autocast != "off" and not cal.train_gflops_bf16:
+            print("  (the calibration has no bf16 rate: the update is predicted at the fp32 rate; rerun with "
+                  "--calibrate on a machine with native bf16, where `grpolab train --autocast bf16` is allowed)")
     else:
         print("  (add --calibrate once to predict seconds per step on this machine)")
     print(f"  {'available now':30s} {P.available_memory() / P.GB:6.2f} GB")

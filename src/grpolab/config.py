@@ -93,7 +93,7 @@ class RolloutConfig:
     engine: str = _f("auto", "rollout engine: 'fast' (CPU decoder), 'hf' (transformers generate), or auto",
                      ("auto", "fast", "hf"))
     rollout_quant: str = _f("none", "weights used for sampling: 'none' (fp32, same as training), 'fp16' (fp16 "
-                            "weights, fp32 activations: ~3x faster decoding at G=8, nearly on-policy) or 'int8' "
+                            "weights, fp32 activations: ~2x faster decoding at G=8, nearly on-policy) or 'int8' "
                             "(fastest, but a visibly different policy on small models)", ("none", "fp16", "int8"))
     ignore_eos: bool = _f(False, "always generate max_new_tokens (for benchmarks that need equal work per step)")
 
@@ -154,8 +154,9 @@ class TrainConfig:
     seed: int = _f(0, "seed for sampling and every other random draw of the run")
     autocast: str = _f("off", "arithmetic of the update's forward and backward: 'off' (fp32, as the weights) or "
                        "'bf16' (torch.autocast: the decoder's matrix products in bfloat16; weights, gradients, AdamW "
-                       "state and the log-softmax stay fp32): 2-3x faster updates on CPUs with AMX or AVX512-BF16, "
-                       "refused on CPUs without them, where bf16 is ~100x slower", ("off", "bf16"))
+                       "state and the log-softmax stay fp32). For CPUs with AMX or AVX512-BF16, where the products "
+                       "run ~3x faster (no whole-step gain measured yet: bench/NOTES.md 13); refused on CPUs "
+                       "without them, where bf16 is ~100x slower than fp32", ("off", "bf16"))
     allocator: str = _f("fast", "heap policy: 'fast' reuses freed memory (quicker steps, higher peak RAM), 'lean' "
                         "returns it at once (lowest peak RAM), 'system' leaves the C library's default",
                         ("fast", "lean", "system"))
@@ -247,8 +248,9 @@ class Config:
 
     def finalize(self) -> "Config":
         """Expand the recipe into concrete knobs and validate everything. Returns self."""
-        if self.algo.tis_cap is None and self.rollout.rollout_quant != "none":
-            # low-precision sampling makes the batch slightly off-policy: correct it unless told otherwise
+        if self.algo.tis_cap is None and (self.rollout.rollout_quant != "none" or self.train.autocast != "off"):
+            # sampling and training in different precisions make the batch slightly off-policy: correct it unless
+            # told otherwise
             self.algo.tis_cap = 2.0
         expand_recipe(self.algo)
         validate(self)

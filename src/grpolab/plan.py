@@ -124,8 +124,8 @@ def predict_memory(arch: Arch, s: Setting) -> MemoryPlan:
     }
     if s.reference_copy:
         parts["reference copy"] = arch.params * b
-    if s.autocast == "bf16":  # autocast keeps a bf16 copy of every weight it multiplies until backward is done
-        parts["bf16 weight copies (autocast)"] = 2 * arch.params
+    if s.autocast == "bf16":  # autocast keeps a bf16 copy of each decoder weight it multiplies until backward
+        parts["bf16 weight copies (autocast)"] = 2 * arch.layers * arch.linear_params_per_layer
     if s.rollout_quant in ("int8", "fp16"):
         per = 1 if s.rollout_quant == "int8" else 2
         parts[f"{s.rollout_quant} sampler weights"] = per * (arch.layers * arch.linear_params_per_layer +
@@ -229,7 +229,7 @@ def calibrate(model: Any, tokenizer: Any, rows: tuple[int, ...] = (8, 32, 64)) -
 
     from grpolab.logprobs import token_logprobs
     from grpolab.rollout import build_engine, SamplingParams
-    from grpolab.runtime import BF16_FLAGS, autocast, cpu_flags, set_allocator
+    from grpolab.runtime import autocast, native_bf16, set_allocator
 
     set_allocator("fast")  # the trainer's default heap policy; predictions for others scale from it
     engine = build_engine("auto", model, [], tokenizer.pad_token_id)
@@ -262,7 +262,7 @@ def calibrate(model: Any, tokenizer: Any, rows: tuple[int, ...] = (8, 32, 64)) -
         return (8 * 64 + len(prompt)) * 2 * arch.params * mult / dt / 1e9
 
     cal.train_gflops = gflops("off")
-    if device.type != "cpu" or set(BF16_FLAGS) & cpu_flags():
+    if native_bf16(device):
         cal.train_gflops_bf16 = gflops("bf16")
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
@@ -299,6 +299,8 @@ def recommend(arch: Arch, s: Setting, limit: float) -> list[tuple[str, Setting, 
     from dataclasses import replace
 
     options: list[tuple[str, Setting]] = []
+    if s.autocast != "off":  # the same updates in fp32, without autocast's bf16 weight copies
+        options.append(("--autocast off", replace(s, autocast="off")))
     if s.allocator == "fast":  # same updates, only slower (bench/NOTES.md section 3: update 6.7 -> 10.5 s)
         options.append(("--allocator lean", replace(s, allocator="lean")))
     for mb in (4, 2, 1):

@@ -120,7 +120,7 @@ class _Session:
         self.run = RunDir.open(resume) if resume else RunDir.create(cfg)
         if resume:
             cfg = self.run.config.replace(**overrides) if overrides else self.run.config
-            check_autocast(cfg.train.autocast, resolve_device(cfg.model.device))
+            check_autocast(cfg.train.autocast, resolve_device(cfg.model.device), resumed=True)
         assert cfg is not None
         self.cfg = cfg
         set_allocator(cfg.train.allocator)
