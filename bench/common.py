@@ -114,6 +114,12 @@ def run_worker(script: Path, args: list[str], out: Path, timeout: float | None =
     return json.loads(out.read_text())
 
 
+def write_table(json_path: Path, table: str) -> None:
+    """The markdown table beside a result's JSON (same name, .md), and on the console."""
+    json_path.with_suffix(".md").write_text(table + "\n")
+    print(table)
+
+
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from common import RESULTS, SYSTEM_PROMPT, machine, write_json  # noqa: E402
+from common import RESULTS, SYSTEM_PROMPT, machine, write_json, write_table  # noqa: E402
 
 FLOP_PER_TOKEN = 2 * 134.5e6
 
@@ -77,8 +77,7 @@ def main() -> None:
                  for b in batches]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     table = "\n".join(lines) + f"\n\nTokens per second, {a.tokens} new tokens per row, temperature 1, no EOS."
-    a.out.with_suffix(".md").write_text(table + "\n")
-    print(table)
+    write_table(a.out, table)
 
 
 if __name__ == "__main__":

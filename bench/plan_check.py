@@ -23,7 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, SYSTEM_PROMPT, machine, peak_rss_gb, register_spread_reward, run_worker, write_json  # noqa: E402
+from common import (RESULTS, SYSTEM_PROMPT, machine, peak_rss_gb, register_spread_reward, run_worker,  # noqa: E402
+                    write_json, write_table)
 
 OUT = RESULTS / "plan_check.json"
 # (G, max new tokens, LoRA rank, rollout quant, allocator)
@@ -139,8 +140,7 @@ def main() -> None:
     lines.append(f"\nWorst error: memory {100 * worst_mem:.0f}%, step time {100 * worst_time:.0f}% "
                  f"(target: within 20%).")
     table = "\n".join(lines)
-    a.out.with_suffix(".md").write_text(table + "\n")
-    print(table)
+    write_table(a.out, table)
 
 
 if __name__ == "__main__":

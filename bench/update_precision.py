@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from common import RESULTS, machine, write_json  # noqa: E402
+from common import RESULTS, machine, write_json, write_table  # noqa: E402
 
 
 def main() -> None:
@@ -92,8 +92,7 @@ def main() -> None:
         lines.append(f"| {r['autocast']} | {r['forward']:.2f} | {r['backward']:.2f} | "
                      f"{r['forward'] + r['backward']:.2f} | {r['policy_update']:.2f} |")
     table = "\n".join(lines)
-    a.out.with_suffix(".md").write_text(table + "\n")
-    print(table)
+    write_table(a.out, table)
 
 
 if __name__ == "__main__":

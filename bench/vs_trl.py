@@ -30,8 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
+from grpolab.runtime import native_bf16  # noqa: E402
+
 from common import (RESULTS, SYSTEM_PROMPT, build_task, machine, peak_rss_gb, register_spread_reward,  # noqa: E402
-                    run_worker, trl_dataset, trl_reward, write_json)
+                    run_worker, trl_dataset, trl_reward, write_json, write_table)
 
 FLOP_PER_TOKEN = 2 * 134.5e6  # SmolLM2-135M: 2 x parameters
 
@@ -164,6 +166,8 @@ def main() -> None:
     unknown = extra_variants - {"lean", "bf16"}
     if unknown:
         p.error(f"--variants {a.variants!r}: unknown {sorted(unknown)}; allowed: 'lean', 'bf16' (or '' for none)")
+    if "bf16" in extra_variants and not native_bf16(torch.device("cpu")):
+        p.error("--variants bf16 needs a CPU with AMX or AVX512-BF16 (grpolab refuses --autocast bf16 without them)")
     rows = []
     for lora in (int(x) for x in a.lora.split(",")):
         for G in (int(x) for x in a.groups.split(",")):
@@ -204,8 +208,7 @@ def main() -> None:
                      f"{r['peak_rss_gb'] / trl['peak_rss_gb']:.2f}x | {r['gen_tokens_per_s']:.0f} | {r['floor_s']:.2f} | "
                      f"{100 * r['floor_fraction']:.0f}% |")
     table = "\n".join(lines)
-    a.out.with_suffix(".md").write_text(table + "\n")
-    print(table)
+    write_table(a.out, table)
 
 
 if __name__ == "__main__":
