@@ -81,13 +81,15 @@ def worker_trl(a: argparse.Namespace) -> dict[str, Any]:
             output_dir=tmp, per_device_train_batch_size=G, num_generations=G, max_completion_length=T,
             learning_rate=a.lr, beta=0.0, temperature=1.0, top_p=1.0, top_k=0, max_steps=100_000, logging_steps=10,
             save_strategy="no", report_to="none", use_cpu=True, bf16=False, seed=a.seed,
-            lr_scheduler_type="constant", disable_tqdm=True, dataloader_num_workers=0, shuffle_dataset=False)
+            lr_scheduler_type="constant", disable_tqdm=True, dataloader_num_workers=0, shuffle_dataset=False,
+            steps_per_generation=a.spg)
         trainer = GRPOTrainer(model=model, reward_funcs=trl_reward("correct"), args=args,
                               train_dataset=trl_dataset(task, 20_000), processing_class=tok, callbacks=[Race()])
         clock["since"] = time.perf_counter()
         trainer.train()
         steps = trainer.state.global_step
-    return {"system": "trl", "task": a.task, "seed": a.seed, "curve": curve, "steps": steps,
+    return {"system": "trl" if a.spg == 1 else f"trl-s{a.spg}", "task": a.task, "seed": a.seed, "curve": curve,
+            "steps": steps,
             "peak_rss_gb": peak_rss_gb()}
 
 
@@ -173,7 +175,7 @@ def _plot(runs: list[dict], path: Path) -> None:
 
     tasks = sorted({r["task"] for r in runs})
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
-    colors = {"trl": "tab:gray", "grpolab": "tab:blue", "grpolab-int8": "tab:orange", "grpolab-fp16": "tab:green"}
+    colors = {"trl": "tab:gray", "trl-s4": "black", "grpolab": "tab:blue", "grpolab-int8": "tab:orange", "grpolab-fp16": "tab:green"}
     for ax, task in zip(axes[0], tasks):
         for r in (r for r in runs if r["task"] == task):
             xs = [c["train_seconds"] / 60 for c in r["curve"]]
@@ -194,7 +196,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default="add1,add2")
     p.add_argument("--seeds", default="0,1")
-    p.add_argument("--systems", default="trl,grpolab", help="trl, grpolab, grpolab-int8")
+    p.add_argument("--systems", default="trl,grpolab",
+                   help="trl, trl-s4 (TRL with steps_per_generation=4), grpolab, grpolab-int8")
     p.add_argument("--minutes", type=float, default=25.0, help="training wall budget per run")
     p.add_argument("--eval-every", type=float, default=1.0, help="minutes of training time between evaluations")
     p.add_argument("--lr", type=float, default=LR, help="learning rate, both systems (constant)")
@@ -210,14 +213,16 @@ def main() -> None:
         for task in a.tasks.split(","):
             for seed in (int(s) for s in a.seeds.split(",")):
                 for system in a.systems.split(","):
-                    name = system + (f"-{a.label}" if a.label and system != "trl" else "")
+                    name = system + (f"-{a.label}" if a.label and not system.startswith("trl") else "")
                     out = out_dir / f"{task}-seed{seed}-{name}.json"
                     if a.skip_done and out.exists():
                         continue
-                    args = ["--system", "trl" if system == "trl" else "grpolab", "--task", task, "--seed", str(seed),
+                    args = ["--system", "trl" if system.startswith("trl") else "grpolab", "--task", task, "--seed", str(seed),
                             "--minutes", str(a.minutes), "--eval-every", str(a.eval_every),
                             "--quant", "int8" if system == "grpolab-int8" else "none", "--lr", str(a.lr)]
-                    if system != "trl" and a.extra:
+                    if system == "trl-s4":
+                        args += ["--spg", "4"]
+                    if not system.startswith("trl") and a.extra:
                         args += ["--extra", a.extra, "--label", a.label]
                     print(f"{time.strftime('%H:%M:%S')} {task} seed {seed} {name} ...", flush=True)
                     res = run_worker(Path(__file__), args, out_dir / "tmp" / out.name)
@@ -243,6 +248,7 @@ if __name__ == "__main__":
         wp.add_argument("--lr", type=float, default=LR)
         wp.add_argument("--extra", default="")
         wp.add_argument("--label", default="")
+        wp.add_argument("--spg", type=int, default=1, help="TRL's steps_per_generation")
         wp.add_argument("--out", type=Path, required=True)
         wa = wp.parse_args()
         write_json(wa.out, worker_trl(wa) if wa.system == "trl" else worker_grpolab(wa))

@@ -13,6 +13,8 @@ process (clean peak RSS).
                                                 # --gradient-checkpointing): the lowest peak RSS, slower steps
     python bench/vs_trl.py --variants bf16      # also both systems with bf16 autocast (CPUs with AMX or
                                                 # AVX512-BF16): TRL bf16=True, grpolab --autocast bf16 + fp16 rollouts
+    python bench/vs_trl.py --variants s4        # also grpolab sampling 4 steps per rollout call
+                                                # (--steps-per-generation 4; a step is a round's mean)
 
 Writes bench/results/vs_trl.json and bench/results/vs_trl.md.
 """
@@ -47,22 +49,25 @@ def worker_grpolab(a: argparse.Namespace) -> dict:
 
     register_spread_reward()
     records: list[dict] = []
+    S = a.spg  # with steps_per_generation S, warm-up and timed steps count whole rounds of S steps
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Config.from_flat(
             task="arithmetic", digits=2, system_prompt=SYSTEM_PROMPT, group_size=a.group_size,
             max_new_tokens=a.tokens, ignore_eos=True, rewards="bench_spread", lr=1e-5, beta=0.0,
-            loss_aggregation="token-mean", adam_beta2=0.999, steps=a.warmup + a.steps, eval_before_after=False,
+            loss_aggregation="token-mean", adam_beta2=0.999, steps=S * (a.warmup + a.steps), eval_before_after=False,
             export=False, checkpoint_every=0, quiet=True, out_dir=tmp, lora_rank=a.lora, seed=0,
-            rollout_quant=a.quant, engine=a.engine, autocast=a.autocast,
+            rollout_quant=a.quant, engine=a.engine, autocast=a.autocast, steps_per_generation=S,
             **(dict(allocator="lean", gradient_checkpointing=True) if a.lean else {}))
         train(cfg, on_step=records.append)
-    timed = records[a.warmup:]
+    timed = records[S * a.warmup:]
+    # one step's share of a round: the mean over whole rounds (a round's first step carries all its sampling)
+    per_step = statistics.median if S == 1 else statistics.mean
     return {
-        "s_per_step": statistics.median(r["step_seconds"] for r in timed),
-        "gen_s_per_step": statistics.median(r["gen_seconds"] for r in timed),
-        "sync_s_per_step": statistics.median(r["sync_seconds"] for r in timed),
-        "update_s_per_step": statistics.median(r["update_seconds"] for r in timed),
-        "gen_tokens_per_s": statistics.median(r["gen_tokens_per_s"] for r in timed),
+        "s_per_step": per_step(r["step_seconds"] for r in timed),
+        "gen_s_per_step": per_step(r["gen_seconds"] for r in timed),
+        "sync_s_per_step": per_step(r["sync_seconds"] for r in timed),
+        "update_s_per_step": per_step(r["update_seconds"] for r in timed),
+        "gen_tokens_per_s": statistics.median(r["gen_tokens_per_s"] for r in timed if r["gen_seconds"] > 0),
         "rows_trained": statistics.median(r["rows_trained"] for r in timed),
         "peak_rss_gb": peak_rss_gb(), "steps": [r["step_seconds"] for r in records],
     }
@@ -159,13 +164,15 @@ def main() -> None:
                    help="comma list of low-precision rollout variants also measured (fp16, fp16-fbgemm, int8; '' for none)")
     p.add_argument("--variants", default="",
                    help="'lean': also measure grpolab with --allocator lean --gradient-checkpointing (fp32 rollouts); "
-                        "'bf16': also TRL with bf16=True and grpolab with --autocast bf16 and fp16 rollouts")
+                        "'bf16': also TRL with bf16=True and grpolab with --autocast bf16 and fp16 rollouts; "
+                        "'s4': also grpolab with --steps-per-generation 4 (bf16 rollouts and --autocast bf16 on "
+                        "CPUs with native bf16, else fp16 rollouts)")
     p.add_argument("--out", type=Path, default=RESULTS / "vs_trl.json")
     a = p.parse_args()
     extra_variants = set(a.variants.split(",")) - {""}
-    unknown = extra_variants - {"lean", "bf16"}
+    unknown = extra_variants - {"lean", "bf16", "s4"}
     if unknown:
-        p.error(f"--variants {a.variants!r}: unknown {sorted(unknown)}; allowed: 'lean', 'bf16' (or '' for none)")
+        p.error(f"--variants {a.variants!r}: unknown {sorted(unknown)}; allowed: 'lean', 'bf16', 's4' (or '' for none)")
     if "bf16" in extra_variants and not native_bf16(torch.device("cpu")):
         p.error("--variants bf16 needs a CPU with AMX or AVX512-BF16 (grpolab refuses --autocast bf16 without them)")
     rows = []
@@ -181,6 +188,12 @@ def main() -> None:
             if "bf16" in extra_variants:
                 variants.append(("trl-bf16", ["--system", "trl", "--autocast", "bf16"]))
                 variants.append(("grpolab-fp16-bf16", ["--system", "grpolab", "--quant", "fp16", "--autocast", "bf16"]))
+            if "s4" in extra_variants:
+                if native_bf16(torch.device("cpu")):
+                    variants.append(("grpolab-bf16-s4", ["--system", "grpolab", "--quant", "bf16", "--autocast", "bf16",
+                                                         "--spg", "4"]))
+                else:
+                    variants.append(("grpolab-fp16-s4", ["--system", "grpolab", "--quant", "fp16", "--spg", "4"]))
             res = {}
             for name, extra in variants:
                 tmp_out = RESULTS / "tmp" / f"vs_trl-{name}-G{G}-lora{lora}.json"
@@ -225,6 +238,7 @@ if __name__ == "__main__":
         wp.add_argument("--engine", default="auto")
         wp.add_argument("--lean", action="store_true", help="--allocator lean --gradient-checkpointing")
         wp.add_argument("--autocast", default="off", help="bf16: grpolab --autocast bf16, TRL bf16=True")
+        wp.add_argument("--spg", type=int, default=1, help="grpolab --steps-per-generation")
         wp.add_argument("--out", type=Path, required=True)
         wa = wp.parse_args()
         if wa.quant.endswith("-fbgemm"):  # fbgemm's fp16 kernel instead of grpolab's own (rollout/kernels.py)

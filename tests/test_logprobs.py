@@ -135,9 +135,12 @@ def test_cache_rows_are_expanded_like_transformers_does(tiny_model_dir):
 
 
 def _bf16_hidden_then_fp32_head(model, prompts, ids, mask, temperature, pad):
-    """The decoder under bf16 autocast, the vocabulary projection and log-softmax in fp32, on full logits."""
+    """The decoder under bf16 autocast, the vocabulary projection and log-softmax in fp32, on full logits (with
+    the plain attention kernel token_logprobs picks for sequences this short)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     full, attn, pos, P = pack_rows(prompts, ids, mask, pad)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16), sdpa_kernel([SDPBackend.MATH]):
         hidden = model.model(input_ids=full, attention_mask=attn, position_ids=pos).last_hidden_state
     logits = hidden.float() @ model.lm_head.weight.t() / temperature
     lp = logits[:, P - 1:P - 1 + ids.shape[1]].log_softmax(-1)

@@ -197,3 +197,16 @@ def test_autocast_bf16_uses_its_own_calibrated_rate_and_counts_the_bf16_weight_c
 def test_recommend_offers_autocast_off_first_under_bf16():
     fits = P.recommend(smol(), setting(autocast="bf16"), limit=100 * P.GB)
     assert fits[0][0] == "--autocast off" and fits[0][1].autocast == "off"
+
+
+def test_steps_per_generation_shares_one_wider_decode_and_holds_its_kv_cache():
+    a = smol()
+    cal = P.Calibration(decode_step_s={8: 0.02, 64: 0.1}, train_gflops=100.0, optimizer_s_per_gparam=0.5)
+    one, four = P.predict_time(a, setting(), cal), P.predict_time(a, setting(steps_per_generation=4), cal)
+    # one call decodes 32 rows (0.02 + (0.1 - 0.02) x 24/56 s per token step), shared by the round's 4 steps
+    assert four.generation_s == pytest.approx(128 * (0.02 + 0.08 * 24 / 56) / 4)
+    assert four.update_s == one.update_s
+    kv1 = P.predict_memory(a, setting()).parts["rollout KV cache"]
+    assert P.predict_memory(a, setting(steps_per_generation=4)).parts["rollout KV cache"] == 4 * kv1
+    bf16 = P.predict_memory(a, setting(rollout_quant="bf16")).parts
+    assert bf16["bf16 sampler weights"] == 2 * (30 * a.linear_params_per_layer + 49152 * 576)

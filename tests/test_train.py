@@ -262,6 +262,19 @@ def test_bf16_autocast_is_refused_before_anything_is_written_on_a_cpu_without_na
     R.check_autocast("bf16", torch.device("cpu"))  # allowed where the CPU has it
 
 
+def test_bf16_rollouts_are_refused_before_anything_is_written_on_a_cpu_without_native_bf16(tiny_cfg, monkeypatch,
+                                                                                          tmp_path):
+    import grpolab.runtime as R
+    from grpolab.errors import UserError
+
+    monkeypatch.setattr(R, "cpu_flags", lambda: {"avx2", "fma", "f16c"})
+    cfg = tiny_cfg(rollout_quant="bf16", engine="fast", device="cpu", out_dir=str(tmp_path / "refused"))
+    with pytest.raises(UserError, match=r"^--rollout-quant bf16, which needs a CPU with AMX or AVX512-BF16.*"
+                                        r"Fix: --rollout-quant fp16$"):
+        train(cfg)
+    assert not (tmp_path / "refused").exists()
+
+
 def test_bf16_autocast_old_logprobs_are_the_first_pass_bit_for_bit(tiny_model_dir):
     """With mu > 1 the old log-probs come from a separate no-grad forward; it runs under the same autocast as
     the update's, so the first pass's ratio is exactly 1 (a forward in the other precision is not)."""

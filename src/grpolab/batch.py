@@ -3,6 +3,12 @@
 With `zero_variance = filter` (DAPO dynamic sampling, Olmo 3 active sampling) a group whose rewards are all
 equal is dropped before any forward/backward, and fresh prompts are drawn to refill the batch while the
 resample budget lasts.
+
+With `steps_per_generation = S > 1`, one round samples S x B prompts in a single engine call (a batch S times
+wider decodes several times more tokens per second on a CPU) and the S steps of the round train on B groups
+each, in order: step j's groups were sampled j updates ago. `split_round` deals a round out to its steps and
+`Group.behaviour_logp` carries the log-probs of the policy that sampled a lagging group, which the update uses
+as its old log-probs (the PPO ratio and clip then correct the lag, as in TRL's `steps_per_generation`).
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ class Group:
     rewards: torch.Tensor  # (G,) weighted total, overlong penalty included
     advantages: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     kept: bool = True  # False when the group was filtered out (zero variance) before the update
+    lag: int = 0  # optimizer steps between sampling this group and training on it
+    behaviour_logp: torch.Tensor | None = None  # (G, T) log-probs of the sampling policy, set when lag > 0
 
     @property
     def zero_variance(self) -> bool:
@@ -67,11 +75,12 @@ def _split(ro: Rollouts, examples: Sequence[Example], texts: list[str], scores: 
 
 def collect_groups(task: Task, tokenizer: Any, engine: RolloutEngine, terms: Sequence[RewardTerm],
                    sampling: SamplingParams, cfg: Any, state: dict[str, Any],
-                   gen: torch.Generator) -> tuple[list[Group], list[Group], dict[str, float]]:
-    """(kept groups with advantages, every sampled group, the step's sampling statistics over all of them)."""
-    B, G = cfg.train.prompts_per_step, sampling.group_size
+                   gen: torch.Generator, steps: int = 1) -> tuple[list[Group], list[Group], dict[str, float]]:
+    """(kept groups with advantages, every sampled group, the sampling statistics over all of them), for
+    `steps` steps at once (a round of steps_per_generation): S x B groups to keep, S x the resample budget."""
+    B, G = cfg.train.prompts_per_step * steps, sampling.group_size
     filtering = cfg.algo.zero_variance == "filter"
-    budget = B + (cfg.algo.resample_budget if filtering else 0)
+    budget = B + (cfg.algo.resample_budget * steps if filtering else 0)
     kept: list[Group] = []
     seen: list[Group] = []
     draws, gen_s, gen_tokens = 0, 0.0, 0.0
@@ -124,13 +133,57 @@ def _sample_stats(seen: list[Group], kept: list[Group], draws: int, B: int, gen_
         "truncated_frac": float(torch.cat([g.truncated for g in seen]).float().mean()),
         "self_check_rate": sum(1 for t in texts if SELF_CHECK.search(t)) / len(texts),
         "format_rate": sum(1 for t in texts if has_answer_format(t)) / len(texts),
-        "gen_seconds": round(gen_s, 3), "gen_tokens_per_s": round(gen_tokens / max(gen_s, 1e-9), 1),
+        "gen_seconds": round(gen_s, 3), "gen_tokens_per_s": round(gen_tokens / gen_s, 1) if gen_s > 0 else 0.0,
         "groups_sampled": float(len(seen)), "groups_kept": float(len(kept)),
         "groups_filtered": float(len(seen) - len(kept)), "groups_resampled": float(max(draws - B, 0)),
     }
     for name in seen[0].scores:
         info[f"reward_{name}"] = sum(v for g in seen for v in g.scores[name]) / len(texts)
     return info
+
+
+def split_round(kept: list[Group], seen: list[Group], info: dict[str, float], steps: int,
+                B: int) -> list[tuple[list[Group], list[Group], dict[str, float]]]:
+    """Deal one round's groups out to its `steps` steps: step j trains on kept[j*B:(j+1)*B], sampled j updates
+    before it is trained on (`lag`). Groups filtered out are logged with the first step, which also carries the
+    round's generation time; each step's reward and length statistics are over its own groups."""
+    if steps == 1:
+        return [(kept, seen, info)]
+    filtered = [g for g in seen if not g.kept]
+    out = []
+    for j in range(steps):
+        kept_j = kept[j * B:(j + 1) * B]
+        for g in kept_j:
+            g.lag = j
+        seen_j = kept_j + (filtered if j == 0 else [])
+        if not seen_j:  # filtering left fewer than S x B groups: this step has nothing to train on
+            out.append(([], [], {"groups_sampled": 0.0, "groups_kept": 0.0, "policy_lag": float(j)}))
+            continue
+        if j == 0:
+            stats = {**_sample_stats(seen_j, kept_j, len(seen_j), B, info["gen_seconds"], 0.0),
+                     **{k: info[k] for k in ("gen_seconds", "gen_tokens_per_s", "groups_resampled")}}
+            stats["groups_sampled"] = info["groups_sampled"]  # the whole round's draws
+        else:
+            stats = _sample_stats(seen_j, kept_j, len(seen_j), B, 0.0, 0.0)
+        out.append((kept_j, seen_j, {**stats, "policy_lag": float(j)}))
+    return out
+
+
+def group_state(g: Group) -> dict[str, Any]:
+    """A sampled group as plain data (tensors, lists, strings, numbers): what a checkpoint keeps of the rest of
+    a round, loadable with `torch.load(weights_only=True)`."""
+    return {"example": g.example.to_json(), "prompt_ids": list(g.prompt_ids), "completion_ids": g.completion_ids,
+            "mask": g.mask, "truncated": g.truncated, "sampler_logp": g.sampler_logp,
+            "keep_threshold": g.keep_threshold, "texts": list(g.texts), "scores": {k: list(v) for k, v in g.scores.items()},
+            "rewards": g.rewards, "advantages": g.advantages, "kept": g.kept, "lag": g.lag,
+            "behaviour_logp": g.behaviour_logp}
+
+
+def group_from_state(d: dict[str, Any]) -> Group:
+    ex = d["example"]
+    return Group(Example(ex["id"], ex["prompt"], ex["answer"], ex.get("meta") or {}), d["prompt_ids"],
+                 d["completion_ids"], d["mask"], d["truncated"], d["sampler_logp"], d["keep_threshold"], d["texts"],
+                 d["scores"], d["rewards"], d["advantages"], d["kept"], d["lag"], d["behaviour_logp"])
 
 
 def to_update_batch(groups: Sequence[Group], cfg: Any) -> UpdateBatch:
@@ -145,6 +198,7 @@ def to_update_batch(groups: Sequence[Group], cfg: Any) -> UpdateBatch:
     logps = [g.sampler_logp for g in groups]
     thresholds = [g.keep_threshold for g in groups]
     keep = cfg.algo.keep_sampling_mask and not any(x is None for x in thresholds)
+    behaviour = [g.behaviour_logp for g in groups]
     return UpdateBatch(
         prompts=[g.prompt_ids for g in groups for _ in range(len(g.texts))],
         completion_ids=torch.cat([g.completion_ids for g in groups]),
@@ -153,5 +207,6 @@ def to_update_batch(groups: Sequence[Group], cfg: Any) -> UpdateBatch:
         sampler_logp=None if any(x is None for x in logps) else torch.cat(logps),
         max_len=T,
         keep_threshold=torch.cat(thresholds) if keep else None,
+        old_logp=None if any(x is None for x in behaviour) else torch.cat(behaviour),
     )
 

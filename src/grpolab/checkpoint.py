@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from grpolab.errors import UserError
 
 WEIGHTS, OPTIM, STATE, LATEST = "weights.safetensors", "optimizer.pt", "state.json", "latest"
+PENDING = "pending.pt"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -55,8 +56,9 @@ def restore_generator(gen: torch.Generator, encoded: str) -> None:
 
 
 def save_checkpoint(ckpt_root: Path, step: int, model: Any, optimizer: Any, scheduler: Any,
-                    state: dict[str, Any], keep: int = 2) -> Path:
-    """Write checkpoint `step-NNNNNN` atomically, point `latest` at it, and keep the newest `keep`."""
+                    state: dict[str, Any], keep: int = 2, pending: list[Any] | None = None) -> Path:
+    """Write checkpoint `step-NNNNNN` atomically, point `latest` at it, and keep the newest `keep`.
+    pending: sampled groups not yet trained on (the rest of a round), as plain data, saved beside the weights."""
     ckpt_root = Path(ckpt_root)
     ckpt_root.mkdir(parents=True, exist_ok=True)
     final = ckpt_root / f"step-{step:06d}"
@@ -65,6 +67,8 @@ def save_checkpoint(ckpt_root: Path, step: int, model: Any, optimizer: Any, sche
     tmp.mkdir()
     save_file(trainable_state(model), str(tmp / WEIGHTS))
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / OPTIM)
+    if pending:
+        torch.save(pending, tmp / PENDING)
     (tmp / STATE).write_text(json.dumps({**state, "step": step}, indent=1))
     for f in tmp.iterdir():
         _fsync_file(f)
@@ -98,6 +102,12 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
             return path
     done = sorted(p for p in ckpt_root.glob("step-*") if (p / STATE).is_file())
     return done[-1] if done else None
+
+
+def load_pending(path: Path) -> list[Any]:
+    """The sampled-but-untrained groups a checkpoint kept (empty when it was taken between rounds)."""
+    f = Path(path) / PENDING
+    return torch.load(f, weights_only=True) if f.is_file() else []
 
 
 def load_checkpoint(path: Path, model: Any, optimizer: Any | None = None,

@@ -8,6 +8,7 @@ temperature: the distribution the tokens were drawn from.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Sequence
 
 import torch
@@ -68,7 +69,7 @@ class _TokenLogprob(torch.autograd.Function):
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         M = hidden.shape[0]
         grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros_like(weight) if need_w else None
+        grad_w = None
         buf = torch.empty((min(CHUNK_ROWS, M), weight.shape[0]), dtype=hidden.dtype, device=hidden.device)
         for s in range(0, M, CHUNK_ROWS):
             e = min(s + CHUNK_ROWS, M)
@@ -84,8 +85,8 @@ class _TokenLogprob(torch.autograd.Function):
                 dlogits.div_(ctx.temperature)
             if need_h:
                 torch.matmul(dlogits, weight, out=grad_h[s:e])
-            if need_w:
-                grad_w.addmm_(dlogits.t(), h)
+            if need_w:  # the first chunk writes the gradient, the others add to it: no zero-filled buffer
+                grad_w = torch.mm(dlogits.t(), h) if grad_w is None else grad_w.addmm_(dlogits.t(), h)
         return grad_h, grad_w, None, None, None
 
 
@@ -172,6 +173,26 @@ def _can_share(model: Any, prompts: Sequence[Sequence[int]]) -> bool:
     return len({tuple(p) for p in prompts}) < len(prompts)
 
 
+MATH_ATTENTION_BYTES = 256 << 20  # attention probabilities the plain (math) attention may keep for backward
+
+
+def _attention(decoder: Any, n: int, length: int, device: torch.device) -> Any:
+    """The attention kernel for this pass. On a CPU, PyTorch's flash attention backward is slow for short
+    sequences (6-8 ms per layer for 8 rows x 45 queries x 82 keys, ~0.35-0.45 s of a 2.4 s SmolLM2 update,
+    bench/NOTES.md 14); the plain softmax(QK^T)V path is faster there but keeps its (n, heads, L, L)
+    probabilities for backward, so it is chosen only while they fit MATH_ATTENTION_BYTES over all layers. The
+    choice does not depend on grad mode: old and reference log-probs use the kernel the update's pass uses,
+    so an on-policy ratio stays exactly 1."""
+    cfg = getattr(decoder, "config", None)
+    heads, layers = getattr(cfg, "num_attention_heads", 0), getattr(cfg, "num_hidden_layers", 0)
+    small = n * heads * length * length * 4 * layers <= MATH_ATTENTION_BYTES
+    if device.type != "cpu" or not small:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
+
+
 def token_logprobs(model: Any, prompts: Sequence[Sequence[int]], completion_ids: torch.Tensor, mask: torch.Tensor,
                    temperature: float, pad_id: int, share_prompts: bool = True,
                    keep_threshold: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,7 +202,9 @@ def token_logprobs(model: Any, prompts: Sequence[Sequence[int]], completion_ids:
     device = next(model.parameters()).device
     decoder, lm_head = _parts(model)
     shared = share_prompts and _can_share(model, prompts)
-    hidden = (_hidden_shared if shared else _hidden_full)(decoder, prompts, completion_ids, mask, pad_id, device)
+    length = max(len(p) for p in prompts) + completion_ids.shape[1]
+    with _attention(decoder, completion_ids.shape[0], length, device):
+        hidden = (_hidden_shared if shared else _hidden_full)(decoder, prompts, completion_ids, mask, pad_id, device)
     valid = mask.bool().to(device)
     targets = completion_ids.to(device)[valid]
     temp = temperature if temperature > 0 else 1.0

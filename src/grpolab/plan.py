@@ -89,13 +89,15 @@ class Setting:
     bytes_per_param: int = 4
     allocator: str = "fast"
     autocast: str = "off"
+    steps_per_generation: int = 1  # one rollout call samples the rows of this many steps
 
     @classmethod
     def from_config(cls, cfg: Any, prompt_tokens: int = 48) -> "Setting":
         return cls(cfg.rollout.group_size, cfg.train.prompts_per_step, cfg.rollout.max_new_tokens, prompt_tokens,
                    cfg.model.lora_rank, cfg.train.micro_batch, cfg.model.gradient_checkpointing,
                    cfg.algo.beta > 0 and cfg.model.lora_rank == 0, cfg.rollout.rollout_quant,
-                   allocator=cfg.train.allocator, autocast=cfg.train.autocast)
+                   allocator=cfg.train.allocator, autocast=cfg.train.autocast,
+                   steps_per_generation=cfg.train.steps_per_generation)
 
     @property
     def rows(self) -> int:
@@ -126,11 +128,11 @@ def predict_memory(arch: Arch, s: Setting) -> MemoryPlan:
         parts["reference copy"] = arch.params * b
     if s.autocast == "bf16":  # autocast keeps a bf16 copy of each decoder weight it multiplies until backward
         parts["bf16 weight copies (autocast)"] = 2 * arch.layers * arch.linear_params_per_layer
-    if s.rollout_quant in ("int8", "fp16"):
+    if s.rollout_quant in ("int8", "fp16", "bf16"):
         per = 1 if s.rollout_quant == "int8" else 2
         parts[f"{s.rollout_quant} sampler weights"] = per * (arch.layers * arch.linear_params_per_layer +
                                                               arch.vocab * arch.hidden)
-    kv = s.rows * (s.prompt_tokens + s.max_new_tokens) * arch.kv_floats_per_token * 4
+    kv = s.rows * s.steps_per_generation * (s.prompt_tokens + s.max_new_tokens) * arch.kv_floats_per_token * 4
     rows = s.micro_batch or s.rows
     # tokens in one micro-batch's graph: the completions plus one prompt pass per group it touches
     groups = min(s.prompts_per_step, rows) if not s.gradient_checkpointing else rows
@@ -209,8 +211,10 @@ class TimePlan:
 def predict_time(arch: Arch, s: Setting, cal: Calibration, decode_fraction: float = 1.0) -> TimePlan:
     """Seconds per step when every row generates `decode_fraction` of max_new_tokens and every row trains."""
     steps = s.max_new_tokens * decode_fraction
-    speedup = {"int8": 0.35, "fp16": 0.5}.get(s.rollout_quant, 1.0)  # measured at G=8 (bench/NOTES.md)
-    generation = steps * cal.decode_s(s.rows) * speedup
+    speedup = {"int8": 0.35, "fp16": 0.5, "bf16": 0.65}.get(s.rollout_quant, 1.0)  # against fp32 (bench/NOTES.md)
+    # one rollout call decodes the rows of steps_per_generation steps together; its time is shared by them
+    S = s.steps_per_generation
+    generation = steps * cal.decode_s(s.rows * S) * speedup / S
     flop_token = 2 * arch.params
     tokens = s.rows * s.max_new_tokens * decode_fraction + s.prompts_per_step * s.prompt_tokens
     mult = 2 if s.lora_rank else 3  # LoRA: no gradient for the frozen weights

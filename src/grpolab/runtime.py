@@ -72,17 +72,19 @@ def native_bf16(device: Any) -> bool:
     return True
 
 
-def check_autocast(kind: str, device: Any, resumed: bool = False) -> None:
-    """Refuse `--autocast bf16` where it would make the update far slower: a device without native bf16."""
-    if kind == "off" or native_bf16(device):
+def check_autocast(kind: str, device: Any, resumed: bool = False, option: str = "--autocast",
+                   off: str = "off") -> None:
+    """Refuse a bf16 setting (`--autocast bf16`, `--rollout-quant bf16`) where it would make the run far slower:
+    a device without native bf16. `off` is the option's value that avoids bf16."""
+    if kind != "bf16" or native_bf16(device):
         return
     where = getattr(device, "type", str(device))
     what = (f"a CPU with AMX or AVX512-BF16 ({' or '.join(BF16_FLAGS)} in /proc/cpuinfo); this one "
             f"({_cpuinfo('model name') or platform.machine()}) has neither" if where == "cpu" else
             f"a device with native bf16; this {where} device has none")
-    fix = ("resume it on a machine that has, or start a new run with --autocast off" if resumed else
-           "--autocast off")
-    raise UserError(f"{'this run was started with ' if resumed else ''}--autocast {kind}, which needs {what}, and "
+    fix = (f"resume it on a machine that has, or start a new run with {option} {off}" if resumed else
+           f"{option} {off}")
+    raise UserError(f"{'this run was started with ' if resumed else ''}{option} {kind}, which needs {what}, and "
                     f"multiplies bf16 far slower than fp32 (~1.3 against ~180 GFLOP/s on a 2-core AMD EPYC). "
                     f"Fix: {fix}")
 

@@ -17,8 +17,9 @@ from typing import Any, Callable
 
 import torch
 
-from grpolab.batch import collect_groups, to_update_batch
-from grpolab.checkpoint import generator_state, latest_checkpoint, load_checkpoint, restore_generator, save_checkpoint
+from grpolab.batch import collect_groups, group_from_state, group_state, split_round, to_update_batch
+from grpolab.checkpoint import (generator_state, latest_checkpoint, load_checkpoint, load_pending, restore_generator,
+                                save_checkpoint)
 from grpolab.config import Config
 from grpolab.curriculum import Curriculum, base_pass_rate, choose_start
 from grpolab.errors import UserError
@@ -32,7 +33,7 @@ from grpolab.rollout import SamplingParams, build_engine
 from grpolab.rundir import RunDir
 from grpolab.runtime import check_autocast, set_allocator
 from grpolab.tasks import build_task
-from grpolab.update import NonFiniteLoss, policy_update
+from grpolab.update import NonFiniteLoss, behaviour_logprobs, policy_update
 
 
 @dataclass
@@ -117,10 +118,14 @@ class _Session:
         if not resume:
             preflight(cfg)  # refuse a setting that cannot fit before anything is loaded or written
             check_autocast(cfg.train.autocast, resolve_device(cfg.model.device))
+            check_autocast(cfg.rollout.rollout_quant, resolve_device(cfg.model.device), option="--rollout-quant",
+                           off="fp16")
         self.run = RunDir.open(resume) if resume else RunDir.create(cfg)
         if resume:
             cfg = self.run.config.replace(**overrides) if overrides else self.run.config
             check_autocast(cfg.train.autocast, resolve_device(cfg.model.device), resumed=True)
+            check_autocast(cfg.rollout.rollout_quant, resolve_device(cfg.model.device), resumed=True,
+                           option="--rollout-quant", off="fp16")
         assert cfg is not None
         self.cfg = cfg
         set_allocator(cfg.train.allocator)
@@ -143,11 +148,15 @@ class _Session:
         self.gen = torch.Generator().manual_seed(cfg.train.seed)
         self.state: dict[str, Any] = {"step": 0, "cursor": 0, "train_seconds": 0.0, "best_accuracy": None,
                                       "best_step": None, "best_checkpoint": None, "eval_before": None}
+        # the rest of the current round (steps_per_generation > 1): per step, (kept groups, sampled groups, stats)
+        self.pending: list[tuple[list[Any], list[Any], dict[str, float]]] = []
         if resume:
             ckpt = latest_checkpoint(self.run.checkpoints)
             if ckpt is None:
                 raise UserError(f"run '{self.run.path}' has no checkpoint to resume from. Fix: start a new run")
             self.state = load_checkpoint(ckpt, self.model, self.optimizer, self.scheduler)
+            self.pending = [([group_from_state(g) for g in kept], [group_from_state(g) for g in seen], info)
+                            for kept, seen, info in load_pending(ckpt)]
             restore_generator(self.gen, self.state["generator"])
             for f in (self.run.metrics_path, self.run.rollouts_path):
                 truncate_after_step(f, self.state["step"])
@@ -177,6 +186,34 @@ class _Session:
             self.state["curriculum_base_pass"] = {str(k): v for k, v in rates.items()}
         self.state["curriculum"] = cur.state_dict()
         return cur
+
+    def sample(self, step: int) -> tuple[list[Any], list[Any], dict[str, float]]:
+        """Stages 1-4 for this step: (kept groups with advantages, every sampled group, sampling statistics). With
+        steps_per_generation S > 1 a round samples the prompts of S steps at once; its later steps train on
+        groups that lag the weights, each carrying its sampling policy's log-probs."""
+        if not self.pending:
+            cfg = self.cfg
+            B = cfg.train.prompts_per_step
+            # always whole rounds, so that a run extended on resume (more --steps) samples as an uninterrupted one
+            S = cfg.train.steps_per_generation
+            kept, seen, info = collect_groups(self.task, self.tokenizer, self.engine, self.terms, self.sampling, cfg,
+                                              self.state, self.gen, steps=S)
+            later = kept[B:]
+            if later:
+                # the sampler's own log-probs are the sampling policy's, unless it warped the distribution
+                # (top-k/top-p) without the update re-applying that mask: then score them now, before any update
+                warped = (self.sampling.top_k > 0 or self.sampling.top_p < 1) and not cfg.algo.keep_sampling_mask
+                if any(g.sampler_logp is None for g in later) or warped:
+                    batch = to_update_batch(later, cfg)
+                    lp = behaviour_logprobs(self.model, batch, cfg.rollout.temperature, self.pad,
+                                            cfg.train.micro_batch, cfg.train.autocast) * batch.mask
+                    for i, g in enumerate(later):
+                        g.behaviour_logp = lp[i * len(g.texts):(i + 1) * len(g.texts)]
+                else:
+                    for g in later:
+                        g.behaviour_logp = g.sampler_logp
+            self.pending = split_round(kept, seen, info, S, B)
+        return self.pending.pop(0)
 
     def observe_curriculum(self, step: int, groups: list[Any]) -> dict[str, float]:
         """Feed the step's pass rates to the curriculum; the level the step trained at, for the metrics."""
@@ -219,8 +256,11 @@ class _Session:
 
     def checkpoint(self, step: int) -> Path:
         self.state["step"] = step
+        pending = [([group_state(g) for g in kept], [group_state(g) for g in seen], info)
+                   for kept, seen, info in self.pending]
         return save_checkpoint(self.run.checkpoints, step, self.model, self.optimizer, self.scheduler,
-                               {**self.state, "generator": generator_state(self.gen)}, self.cfg.run.keep_checkpoints)
+                               {**self.state, "generator": generator_state(self.gen)}, self.cfg.run.keep_checkpoints,
+                               pending=pending)
 
     def update(self, step: int, groups: list[Any], nonfinite: list[int]) -> dict[str, float]:
         """Stage 5: the policy update; a NaN/inf loss skips the optimizer step (three in a row stop the run)."""
@@ -279,8 +319,7 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: dict[
                 torch.manual_seed(hash((cfg.train.seed, step)) % 2**62)  # dropout: reproducible per step
                 # 1-4. sample B groups, score them, advantages; filter zero-variance groups if the recipe says so
                 s.model.eval()
-                groups, sampled, info = collect_groups(s.task, s.tokenizer, s.engine, s.terms, s.sampling, cfg, state,
-                                                       s.gen)
+                groups, sampled, info = s.sample(step)
                 info.update(s.observe_curriculum(step, sampled))
                 # 5. policy update on the rows that carry a gradient
                 s.model.train()

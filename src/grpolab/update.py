@@ -30,6 +30,7 @@ class UpdateBatch:
     sampler_logp: torch.Tensor | None  # (N, T) or None
     max_len: int  # T max, the generation budget
     keep_threshold: torch.Tensor | None = None  # (N, T): re-apply the sampler's top-k/top-p mask when scoring
+    old_logp: torch.Tensor | None = None  # (N, T): the sampling policy's log-probs, for rows sampled updates ago
 
 
 class NonFiniteLoss(Exception):
@@ -81,6 +82,20 @@ def _old_logprobs(model: Any, batch: UpdateBatch, chunks: list[list[int]], tempe
     return out
 
 
+def behaviour_logprobs(model: Any, batch: UpdateBatch, temperature: float, pad_id: int, micro_batch: int,
+                       autocast: str) -> torch.Tensor:
+    """(N, T) log-probs of the batch's tokens under the current weights, no gradient: the old log-probs of rows
+    that will be trained on after further updates, when the engine did not report usable ones."""
+    n = batch.completion_ids.shape[0]
+    rows = [r for r in range(n) if float(batch.mask[r].sum()) > 0]
+    out = torch.zeros(batch.completion_ids.shape, dtype=torch.float32)
+    if rows:
+        for r, lp in _old_logprobs(model, batch, _row_chunks(rows, batch.mask.sum(dim=1), micro_batch),
+                                   temperature, pad_id, autocast).items():
+            out[r, :lp.shape[0]] = lp.float().cpu()
+    return out
+
+
 def policy_update(model: Any, batch: UpdateBatch, algo: Any, optimizer: Any, scheduler: Any, *,
                   temperature: float, pad_id: int, micro_batch: int, grad_clip: float,
                   ref_model: Any = None, empty_steps: str = "momentum", autocast: str = "off") -> dict[str, float]:
@@ -115,9 +130,14 @@ def policy_update(model: Any, batch: UpdateBatch, algo: Any, optimizer: Any, sch
         if ref_model is None and not hasattr(model, "disable_adapter"):
             raise ValueError("beta > 0 needs a reference: a LoRA model (adapters disabled) or a frozen ref_model")
         ref = _reference_logprobs(model, ref_model, batch, chunks, temperature, pad_id, autocast)
-    # Old log-probs: needed when the weights move between passes (mu > 1); otherwise the first pass is
-    # on-policy and old = current (detached), which saves a forward.
-    old = _old_logprobs(model, batch, chunks, temperature, pad_id, autocast) if algo.num_updates > 1 else None
+    # Old log-probs: the sampling policy's when the batch lags behind the weights (steps_per_generation > 1);
+    # else needed when the weights move between passes (mu > 1); otherwise the first pass is on-policy and
+    # old = current (detached), which saves a forward.
+    old = None
+    if batch.old_logp is not None:
+        old = {r: batch.old_logp[r].to(device) for r in rows}
+    elif algo.num_updates > 1:
+        old = _old_logprobs(model, batch, chunks, temperature, pad_id, autocast)
 
     params = [p for p in model.parameters() if p.requires_grad]
     sums: dict[str, float] = {}
@@ -130,7 +150,9 @@ def policy_update(model: Any, batch: UpdateBatch, algo: Any, optimizer: Any, sch
             logp, entropy, mask, width = _forward(model, batch, chunk, temperature, pad_id, autocast)
             old_lp = torch.stack([old[r][:width] for r in chunk]) if old is not None else logp.detach()
             ref_lp = torch.stack([ref[r][:width] for r in chunk]) if ref is not None else None
-            smp = batch.sampler_logp[chunk, :width].to(device) if batch.sampler_logp is not None else None
+            # a lagging batch's old log-probs are its sampler's: the ratio itself then carries any mismatch
+            smp = (batch.sampler_logp[chunk, :width].to(device)
+                   if batch.sampler_logp is not None and batch.old_logp is None else None)
             adv = batch.advantages[chunk].to(device)
             loss_tok, st = per_token_loss(logp, old_lp, adv, mask, spec, ref_logp=ref_lp, sampler_logp=smp)
             loss = aggregate(loss_tok, mask, algo.loss_aggregation, norm)

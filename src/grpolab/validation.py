@@ -65,6 +65,8 @@ def validate(cfg: Any) -> None:
     _check(t.steps >= 1, f"--steps {t.steps} must be at least 1")
     _check(t.max_minutes >= 0, f"--max-minutes {t.max_minutes} must be >= 0 (0 = no limit)")
     _check(t.prompts_per_step >= 1, f"--prompts-per-step {t.prompts_per_step} must be at least 1")
+    _check(t.steps_per_generation >= 1, f"--steps-per-generation {t.steps_per_generation} must be at least 1 "
+           "(1 = sample fresh completions every step)")
     _check(t.lr > 0, f"--lr {t.lr} must be > 0. Fix: --lr 1e-5 (full fine-tune) or 1e-4 (LoRA)")
     _check(t.micro_batch >= 0, f"--micro-batch {t.micro_batch} must be >= 0 (0 = all completions at once)")
     _check(t.grad_clip >= 0, f"--grad-clip {t.grad_clip} must be >= 0 (0 = off)")

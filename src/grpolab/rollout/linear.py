@@ -36,7 +36,13 @@ def _pack_fp16(weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
                                                        None if bias is None else bias.detach().float())
 
 
-PACKERS = {"int8": _quantize, "fp16": _pack_fp16}
+def _pack_bf16(weight: torch.Tensor, bias: torch.Tensor | None) -> Any:
+    """bf16 weights (and bias) for torch's own bf16 matmul (oneDNN: AMX / AVX512-BF16 on CPUs that have them);
+    activations are rounded to bf16 at each product, outputs come back as fp32."""
+    return weight.detach().to(torch.bfloat16).contiguous(), None if bias is None else bias.detach().to(torch.bfloat16)
+
+
+PACKERS = {"int8": _quantize, "fp16": _pack_fp16, "bf16": _pack_bf16}
 
 
 def _native_fp16() -> bool:
@@ -116,6 +122,8 @@ class SamplerLinear:
                 y = self.packed(x)
             elif self.quant == "int8":
                 y = torch.ops.quantized.linear_dynamic(x, self.packed, True)
+            elif self.quant == "bf16":
+                y = F.linear(x.to(torch.bfloat16), *self.packed).float()
             else:
                 y = torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
             outs = list(y.split(self.sizes, dim=-1)) if len(self.sizes) > 1 else [y]
