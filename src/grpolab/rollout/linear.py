@@ -112,7 +112,13 @@ class SamplerLinear:
             self.versions = tuple(b.weight._version for b in self.bases)
             return
         w = self._weight(0) if len(self.bases) == 1 else torch.cat([self._weight(i) for i in range(len(self.bases))])
-        self.packed = PACKERS[self.quant](w, self._bias())
+        if self.quant == "bf16" and self.packed is not None and self.packed[0].shape == w.shape:
+            # in place: the same storage every step (no 270 MB of fresh bf16 copies per update for SmolLM2)
+            self.packed[0].copy_(w)
+            if self.packed[1] is not None:
+                self.packed[1].copy_(self._bias())
+        else:
+            self.packed = PACKERS[self.quant](w, self._bias())
         self.versions = tuple(b.weight._version for b in self.bases)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
