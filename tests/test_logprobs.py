@@ -176,3 +176,24 @@ def test_bf16_autocast_gradients_point_the_same_way_as_fp32(batch):
     fp32, bf16 = grads("off"), grads("bf16")
     # bf16 rounds each product's inputs to 8 bits of mantissa: the gradient is perturbed, not turned
     assert float(torch.nn.functional.cosine_similarity(fp32, bf16, dim=0)) > 0.99
+
+
+@pytest.mark.parametrize("budget", [0, 1 << 40])
+def test_either_attention_kernel_gives_an_on_policy_ratio_of_exactly_one(batch, monkeypatch, budget):
+    """The plain kernel (small passes) or the default one: old log-probs (no grad) and the update's pass
+    (with grad) always pick the same, so their difference is exactly 0."""
+    import grpolab.logprobs as L
+
+    monkeypatch.setattr(L, "MATH_ATTENTION_BYTES", budget)
+    model, pad, prompts, ids, mask = batch
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the plain kernel is chosen only under autocast
+        with torch.no_grad():
+            old, _ = token_logprobs(model, prompts, ids, mask, 1.0, pad)
+        new, _ = token_logprobs(model, prompts, ids, mask, 1.0, pad)
+    assert torch.equal(old, new.detach())
+
+
+def test_the_planner_counts_the_attention_cap_the_update_uses():
+    from grpolab import logprobs, plan
+
+    assert plan.MATH_ATTENTION_BYTES == logprobs.MATH_ATTENTION_BYTES

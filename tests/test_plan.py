@@ -191,6 +191,9 @@ def test_autocast_bf16_uses_its_own_calibrated_rate_and_counts_the_bf16_weight_c
     assert P.predict_time(a, setting(autocast="bf16"), uncalibrated).update_s == pytest.approx(fp32.update_s)
     mem = P.predict_memory(a, setting(autocast="bf16"))
     assert mem.parts["bf16 weight copies (autocast)"] == 212_336_640  # 2 bytes x 106.2M decoder linear weights
+    # the plain attention kernel's saved probabilities, under its cap: 8 rows x 9 heads x 176^2 x 4 B x 30 layers
+    fp32_acts = P.predict_memory(a, setting()).parts["activations (one micro-batch)"]
+    assert mem.parts["activations (one micro-batch)"] - fp32_acts == 267_632_640
     assert "bf16 weight copies (autocast)" not in P.predict_memory(a, setting()).parts
 
 

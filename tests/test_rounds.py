@@ -17,7 +17,7 @@ from grpolab.trainer import train
 from grpolab.update import UpdateBatch, policy_update
 
 TIMING = {"train_seconds", "step_seconds", "update_seconds", "sync_seconds", "gen_seconds", "gen_tokens_per_s",
-          "eval_seconds"}
+          "old_logp_seconds", "eval_seconds"}
 
 
 def _steps(run):
@@ -132,3 +132,49 @@ def test_a_run_extended_on_resume_samples_whole_rounds_as_an_uninterrupted_one(t
     a = _weights(latest_checkpoint(straight.run_dir / "checkpoints"))
     b = _weights(latest_checkpoint(resumed.run_dir / "checkpoints"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_lagging_steps_train_against_exactly_the_log_probs_their_sampler_reported(tiny_cfg, monkeypatch):
+    import grpolab.trainer as trainer_mod
+
+    sampled, seen_old = [], []
+    real_update, real_generate = trainer_mod.policy_update, None
+
+    def record_update(model, batch, *a, **kw):
+        seen_old.append(None if batch.old_logp is None else batch.old_logp.clone())
+        return real_update(model, batch, *a, **kw)
+
+    monkeypatch.setattr(trainer_mod, "policy_update", record_update)
+    from grpolab.rollout.fast import FastCPUEngine
+
+    real_generate = FastCPUEngine.generate
+
+    def record_generate(self, prompts, params, generator):
+        ro = real_generate(self, prompts, params, generator)
+        if params.temperature > 0:  # training rollouts, not the greedy evaluations
+            sampled.append(ro.sampler_logp.clone())
+        return ro
+
+    monkeypatch.setattr(FastCPUEngine, "generate", record_generate)
+    train(tiny_cfg(run_name="old-logp", steps_per_generation=2, steps=2, engine="fast", export=False))
+    assert len(sampled) == 1 and seen_old[0] is None  # one rollout call; the first step is on-policy
+    rows = seen_old[1].shape[0]  # the second step's B groups are the round's last rows
+    assert torch.equal(seen_old[1], sampled[0][-rows:])
+
+
+def test_a_warped_sampler_gets_its_lagging_old_log_probs_from_a_forward(tiny_cfg):
+    """Top-k sampling reports the log-probs of the renormalised top-k distribution, not the policy's: without
+    --keep-sampling-mask the lagging groups are scored by a no-grad forward right after sampling (timed)."""
+    warped = train(tiny_cfg(run_name="warped", steps_per_generation=2, steps=2, top_k=5, export=False))
+    plain = train(tiny_cfg(run_name="plain", steps_per_generation=2, steps=2, export=False))
+    first = [r for r in read_jsonl(warped.run_dir / "metrics.jsonl") if "reward" in r][0]
+    assert first["old_logp_seconds"] > 0
+    assert all("old_logp_seconds" not in r for r in read_jsonl(plain.run_dir / "metrics.jsonl"))
+
+
+def test_rounds_with_gradient_checkpointing_train(tiny_cfg):
+    """Checkpointed layers recompute in backward with the default attention kernel, so the update keeps it."""
+    result = train(tiny_cfg(run_name="ckpt", steps_per_generation=2, steps=2, gradient_checkpointing=True,
+                            export=False))
+    steps = [r for r in read_jsonl(result.run_dir / "metrics.jsonl") if "reward" in r]
+    assert len(steps) == 2 and all(math.isfinite(r["loss"]) and r["rows_trained"] > 0 for r in steps)

@@ -44,7 +44,7 @@ class Group:
     rewards: torch.Tensor  # (G,) weighted total, overlong penalty included
     advantages: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     kept: bool = True  # False when the group was filtered out (zero variance) before the update
-    lag: int = 0  # optimizer steps between sampling this group and training on it
+    lag: int = 0  # training steps between sampling this group and training on it
     behaviour_logp: torch.Tensor | None = None  # (G, T) log-probs of the sampling policy, set when lag > 0
 
     @property
@@ -146,7 +146,9 @@ def split_round(kept: list[Group], seen: list[Group], info: dict[str, float], st
                 B: int) -> list[tuple[list[Group], list[Group], dict[str, float]]]:
     """Deal one round's groups out to its `steps` steps: step j trains on kept[j*B:(j+1)*B], sampled j updates
     before it is trained on (`lag`). Groups filtered out are logged with the first step, which also carries the
-    round's generation time; each step's reward and length statistics are over its own groups."""
+    round's generation (and re-pack) time; each step's reward and length statistics are over its own groups,
+    so with filtering the first step's include the round's filtered groups. Advantages were computed over the
+    whole round (the same per group; 'batch-std' scales by the round's S x B groups, as TRL does)."""
     if steps == 1:
         return [(kept, seen, info)]
     filtered = [g for g in seen if not g.kept]
@@ -160,8 +162,9 @@ def split_round(kept: list[Group], seen: list[Group], info: dict[str, float], st
             out.append(([], [], {"groups_sampled": 0.0, "groups_kept": 0.0, "policy_lag": float(j)}))
             continue
         if j == 0:
+            round_keys = ("gen_seconds", "gen_tokens_per_s", "groups_resampled", "sync_seconds", "old_logp_seconds")
             stats = {**_sample_stats(seen_j, kept_j, len(seen_j), B, info["gen_seconds"], 0.0),
-                     **{k: info[k] for k in ("gen_seconds", "gen_tokens_per_s", "groups_resampled")}}
+                     **{k: info[k] for k in round_keys if k in info}}
             stats["groups_sampled"] = info["groups_sampled"]  # the whole round's draws
         else:
             stats = _sample_stats(seen_j, kept_j, len(seen_j), B, 0.0, 0.0)

@@ -25,6 +25,7 @@ ALLOCATOR_SLACK = 1.10  # freed-but-held heap memory; measured 5-15% on glibc
 # ~0.7x the activations beyond the part-by-part count (bench/NOTES.md, section 6b).
 FAST_HEAP_KEPT = 0.70
 # forward/backward time relative to `fast` (page faults on fresh blocks; bench/NOTES.md section 3, G=8 T=128)
+MATH_ATTENTION_BYTES = 256 << 20  # the cap of logprobs.MATH_ATTENTION_BYTES (plan.py imports no torch)
 UPDATE_SLOWDOWN = {"fast": 1.0, "system": 8.7 / 6.7, "lean": 10.5 / 6.7}
 
 
@@ -144,6 +145,11 @@ def predict_memory(arch: Arch, s: Setting) -> MemoryPlan:
     logits = 3 * min(256, rows * s.max_new_tokens) * arch.vocab * 4
     lm_head_grad = arch.vocab * arch.hidden * 4 if not s.lora_rank else 0  # dense grad of the head, then summed
     parts["rollout KV cache"] = kv
+    # under bf16 autocast on a CPU, short passes keep the plain attention kernel's probabilities for backward
+    # (logprobs.py caps them)
+    L = s.prompt_tokens + s.max_new_tokens
+    if s.autocast == "bf16" and not s.gradient_checkpointing:
+        acts += min(rows * arch.heads * L * L * 4 * arch.layers, MATH_ATTENTION_BYTES)
     parts["activations (one micro-batch)"] = acts
     parts["log-prob chunks"] = logits + lm_head_grad
     static = sum(v for k, v in parts.items() if k not in ("rollout KV cache", "activations (one micro-batch)",
@@ -208,13 +214,26 @@ class TimePlan:
         return self.generation_s + self.update_s
 
 
+# Decode time against fp32 by sampling weights, at 8 and at 32+ rows, linear in between (bench/NOTES.md 12, 14:
+# at 8 rows decoding is bound by the bytes of weights read; at 32+ by arithmetic, where grpolab's fp16 kernel
+# runs at fp32's rate and AMX's bf16 at ~1.6x)
+QUANT_SPEEDUP = {"int8": (0.35, 0.6), "fp16": (0.5, 1.0), "bf16": (0.7, 0.62)}
+
+
+def quant_speedup(quant: str, rows: int) -> float:
+    if quant not in QUANT_SPEEDUP:
+        return 1.0
+    at8, at32 = QUANT_SPEEDUP[quant]
+    f = min(1.0, max(0.0, (rows - 8) / 24))
+    return at8 + (at32 - at8) * f
+
+
 def predict_time(arch: Arch, s: Setting, cal: Calibration, decode_fraction: float = 1.0) -> TimePlan:
     """Seconds per step when every row generates `decode_fraction` of max_new_tokens and every row trains."""
     steps = s.max_new_tokens * decode_fraction
-    speedup = {"int8": 0.35, "fp16": 0.5, "bf16": 0.65}.get(s.rollout_quant, 1.0)  # against fp32 (bench/NOTES.md)
     # one rollout call decodes the rows of steps_per_generation steps together; its time is shared by them
     S = s.steps_per_generation
-    generation = steps * cal.decode_s(s.rows * S) * speedup / S
+    generation = steps * cal.decode_s(s.rows * S) * quant_speedup(s.rollout_quant, s.rows * S) / S
     flop_token = 2 * arch.params
     tokens = s.rows * s.max_new_tokens * decode_fraction + s.prompts_per_step * s.prompt_tokens
     mult = 2 if s.lora_rank else 3  # LoRA: no gradient for the frozen weights

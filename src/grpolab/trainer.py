@@ -150,6 +150,7 @@ class _Session:
                                       "best_step": None, "best_checkpoint": None, "eval_before": None}
         # the rest of the current round (steps_per_generation > 1): per step, (kept groups, sampled groups, stats)
         self.pending: list[tuple[list[Any], list[Any], dict[str, float]]] = []
+        self.engine_stale = False  # the weights moved since the sampler last saw them
         if resume:
             ckpt = latest_checkpoint(self.run.checkpoints)
             if ckpt is None:
@@ -187,12 +188,18 @@ class _Session:
         self.state["curriculum"] = cur.state_dict()
         return cur
 
-    def sample(self, step: int) -> tuple[list[Any], list[Any], dict[str, float]]:
+    def sample(self) -> tuple[list[Any], list[Any], dict[str, float]]:
         """Stages 1-4 for this step: (kept groups with advantages, every sampled group, sampling statistics). With
         steps_per_generation S > 1 a round samples the prompts of S steps at once; its later steps train on
-        groups that lag the weights, each carrying its sampling policy's log-probs."""
+        groups that lag the weights, each carrying its sampling policy's log-probs. The sampler is brought up to
+        date with the weights here, once per round (re-packing costs ~0.05-0.1 s for 135M weights)."""
         if not self.pending:
             cfg = self.cfg
+            t_sync = time.perf_counter()
+            if self.engine_stale:
+                self.engine.sync()
+                self.engine_stale = False
+            sync_s = time.perf_counter() - t_sync
             B = cfg.train.prompts_per_step
             # always whole rounds, so that a run extended on resume (more --steps) samples as an uninterrupted one
             S = cfg.train.steps_per_generation
@@ -204,14 +211,18 @@ class _Session:
                 # (top-k/top-p) without the update re-applying that mask: then score them now, before any update
                 warped = (self.sampling.top_k > 0 or self.sampling.top_p < 1) and not cfg.algo.keep_sampling_mask
                 if any(g.sampler_logp is None for g in later) or warped:
+                    t0 = time.perf_counter()
                     batch = to_update_batch(later, cfg)
                     lp = behaviour_logprobs(self.model, batch, cfg.rollout.temperature, self.pad,
-                                            cfg.train.micro_batch, cfg.train.autocast) * batch.mask
+                                            cfg.train.micro_batch or len(later[0].texts) * B, cfg.train.autocast,
+                                            all_rows=cfg.algo.beta > 0) * batch.mask
                     for i, g in enumerate(later):
                         g.behaviour_logp = lp[i * len(g.texts):(i + 1) * len(g.texts)]
+                    info["old_logp_seconds"] = round(time.perf_counter() - t0, 3)
                 else:
                     for g in later:
                         g.behaviour_logp = g.sampler_logp
+            info["sync_seconds"] = round(sync_s, 3)
             self.pending = split_round(kept, seen, info, S, B)
         return self.pending.pop(0)
 
@@ -221,6 +232,9 @@ class _Session:
         if cur is None:
             return {}
         level = cur.level
+        # a round (steps_per_generation > 1) can still hold groups drawn before a promotion: only groups of the
+        # current level count towards the next one
+        groups = [g for g in groups if g.example.meta.get("level", level) == level]
         rates = [sum(g.scores["correct"]) / len(g.texts) if "correct" in g.scores else float((g.rewards > 0).float().mean())
                  for g in groups]
         new = cur.observe(rates)
@@ -319,7 +333,7 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: dict[
                 torch.manual_seed(hash((cfg.train.seed, step)) % 2**62)  # dropout: reproducible per step
                 # 1-4. sample B groups, score them, advantages; filter zero-variance groups if the recipe says so
                 s.model.eval()
-                groups, sampled, info = s.sample(step)
+                groups, sampled, info = s.sample()
                 info.update(s.observe_curriculum(step, sampled))
                 # 5. policy update on the rows that carry a gradient
                 s.model.train()
@@ -328,20 +342,18 @@ def train(cfg: Config | None, resume: str | Path | None = None, overrides: dict[
                 s.lr_factor.progress = budget_progress(step, state["train_seconds"], cfg)
                 t_update = time.perf_counter()
                 upd = s.update(step, groups, nonfinite)
-                # 6. the sampler sees the new weights (none when the optimizer did not step: an empty step under
-                # --empty-steps skip, or a NaN/inf loss; re-packing 135M weights costs ~0.05 s with the native fp16
-                # kernels, ~0.8 s through fbgemm)
-                t_sync = time.perf_counter()
+                # 6. the sampler must see the new weights before it next samples (none when the optimizer did not
+                # step: an empty step under --empty-steps skip, or a NaN/inf loss); stage 1 of the next round
+                # re-packs them (~0.05 s with the native fp16 kernels, ~0.8 s through fbgemm)
+                t_done = time.perf_counter()
                 if upd.get("updates", 0.0) > 0:
-                    s.engine.sync()
-                sync_s = time.perf_counter() - t_sync
+                    s.engine_stale = True
                 # 7. log metrics and every completion
                 step_s = time.perf_counter() - t_step
                 state["train_seconds"] += step_s
                 record = {"step": step, "train_seconds": round(state["train_seconds"], 3),
-                          "step_seconds": round(step_s, 3), "update_seconds": round(t_sync - t_update, 3),
-                          "sync_seconds": round(sync_s, 3),
-                          "lr": s.scheduler.get_last_lr()[0], **info, **upd}
+                          "step_seconds": round(step_s, 3), "update_seconds": round(t_done - t_update, 3),
+                          "sync_seconds": 0.0, "lr": s.scheduler.get_last_lr()[0], **info, **upd}
                 s.metrics_out.write(record)
                 if cfg.run.log_rollouts:
                     s.rollouts_out.write_many(rec for g in sampled for rec in g.records(step))

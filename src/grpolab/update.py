@@ -83,11 +83,12 @@ def _old_logprobs(model: Any, batch: UpdateBatch, chunks: list[list[int]], tempe
 
 
 def behaviour_logprobs(model: Any, batch: UpdateBatch, temperature: float, pad_id: int, micro_batch: int,
-                       autocast: str) -> torch.Tensor:
+                       autocast: str, all_rows: bool = False) -> torch.Tensor:
     """(N, T) log-probs of the batch's tokens under the current weights, no gradient: the old log-probs of rows
-    that will be trained on after further updates, when the engine did not report usable ones."""
+    that will be trained on after further updates, when the engine did not report usable ones. Rows with zero
+    advantage are left at 0 (the update skips them) unless `all_rows` (a KL term trains every row)."""
     n = batch.completion_ids.shape[0]
-    rows = [r for r in range(n) if float(batch.mask[r].sum()) > 0]
+    rows = [r for r in range(n) if float(batch.mask[r].sum()) > 0 and (all_rows or float(batch.advantages[r]) != 0.0)]
     out = torch.zeros(batch.completion_ids.shape, dtype=torch.float32)
     if rows:
         for r, lp in _old_logprobs(model, batch, _row_chunks(rows, batch.mask.sum(dim=1), micro_batch),
