@@ -178,12 +178,12 @@ MATH_ATTENTION_BYTES = 256 << 20  # attention probabilities the plain (math) att
 
 def _attention(decoder: Any, n: int, length: int, device: torch.device) -> Any:
     """The attention kernel for this pass. On a CPU under bf16 autocast, PyTorch's flash attention backward is
-    slow for short sequences (6-8 ms per layer for 8 rows x 45 queries x 82 keys, ~0.35-0.45 s of a 2.4 s SmolLM2 update,
-    bench/NOTES.md 14); the plain softmax(QK^T)V path is faster there but keeps its (n, heads, L, L)
-    probabilities for backward, so it is chosen only while they fit MATH_ATTENTION_BYTES over all layers (and
-    never for a model whose config does not say its heads and layers). The
-    choice does not depend on grad mode: old and reference log-probs use the kernel the update's pass uses,
-    so an on-policy ratio stays exactly 1."""
+    slow for short sequences (6-8 ms per layer for 8 rows x 45 queries x 82 keys, ~0.35-0.45 s of a 2.4 s
+    SmolLM2 update, bench/NOTES.md 14); the plain softmax(QK^T)V path is faster there but keeps its
+    (n, heads, L, L) probabilities for backward, so it is chosen only while they fit MATH_ATTENTION_BYTES over
+    all layers (and never for a model whose config does not say its heads and layers). The choice does not
+    depend on grad mode: old and reference log-probs use the kernel the update's pass uses, so an on-policy
+    ratio stays exactly 1."""
     cfg = getattr(decoder, "config", None)
     heads, layers = getattr(cfg, "num_attention_heads", 0), getattr(cfg, "num_hidden_layers", 0)
     small = 0 < n * heads * length * length * 4 * layers <= MATH_ATTENTION_BYTES
