@@ -13,6 +13,7 @@ as its old log-probs (the PPO ratio and clip then correct the lag, as in TRL's `
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -25,7 +26,7 @@ from grpolab.rewards import has_answer_format, score, total
 from grpolab.rewards.terms import RewardTerm
 from grpolab.rollout import Rollouts, RolloutEngine, SamplingParams
 from grpolab.tasks import Example, Task
-from grpolab.update import UpdateBatch
+from grpolab.update import UpdateBatch, behaviour_logprobs
 
 
 @dataclass
@@ -170,6 +171,30 @@ def split_round(kept: list[Group], seen: list[Group], info: dict[str, float], st
             stats = _sample_stats(seen_j, kept_j, len(seen_j), B, 0.0, 0.0)
         out.append((kept_j, seen_j, {**stats, "policy_lag": float(j)}))
     return out
+
+
+def lagging_old_logprobs(later: list[Group], model: Any, cfg: Any, sampling: SamplingParams,
+                         pad_id: int) -> float | None:
+    """Set `behaviour_logp` of a round's lagging groups before any update. The sampler's own log-probs are the
+    sampling policy's, unless the engine reported none (hf) or warped the distribution (top-k/top-p) without the
+    update re-applying that mask: then a no-grad forward scores them now. Returns that forward's seconds, or
+    None when none was needed."""
+    if not later:
+        return None
+    warped = (sampling.top_k > 0 or sampling.top_p < 1) and not cfg.algo.keep_sampling_mask
+    if not warped and all(g.sampler_logp is not None for g in later):
+        for g in later:
+            g.behaviour_logp = g.sampler_logp
+        return None
+    t0 = time.perf_counter()
+    batch = to_update_batch(later, cfg)
+    G = len(later[0].texts)
+    lp = behaviour_logprobs(model, batch, cfg.rollout.temperature, pad_id,
+                            cfg.train.micro_batch or G * cfg.train.prompts_per_step, cfg.train.autocast,
+                            all_rows=cfg.algo.beta > 0) * batch.mask
+    for i, g in enumerate(later):
+        g.behaviour_logp = lp[i * G:(i + 1) * G]
+    return time.perf_counter() - t0
 
 
 def group_state(g: Group) -> dict[str, Any]:

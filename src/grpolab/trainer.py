@@ -17,7 +17,8 @@ from typing import Any, Callable
 
 import torch
 
-from grpolab.batch import collect_groups, group_from_state, group_state, split_round, to_update_batch
+from grpolab.batch import (collect_groups, group_from_state, group_state, lagging_old_logprobs, split_round,
+                           to_update_batch)
 from grpolab.checkpoint import (generator_state, latest_checkpoint, load_checkpoint, load_pending, restore_generator,
                                 save_checkpoint)
 from grpolab.config import Config
@@ -33,7 +34,7 @@ from grpolab.rollout import SamplingParams, build_engine
 from grpolab.rundir import RunDir
 from grpolab.runtime import check_autocast, set_allocator
 from grpolab.tasks import build_task
-from grpolab.update import NonFiniteLoss, behaviour_logprobs, policy_update
+from grpolab.update import NonFiniteLoss, policy_update
 
 
 @dataclass
@@ -111,21 +112,24 @@ def budget_progress(step: int, train_seconds: float, cfg: Config) -> float:
     return min(1.0, p)
 
 
+def _check_bf16(cfg: Config, resumed: bool) -> None:
+    """Refuse the bf16 settings (update autocast, sampler weights) on a device without native bf16."""
+    device = resolve_device(cfg.model.device)
+    check_autocast(cfg.train.autocast, device, resumed=resumed)
+    check_autocast(cfg.rollout.rollout_quant, device, resumed=resumed, option="--rollout-quant", off="fp16")
+
+
 class _Session:
     """Everything a run holds: set up once (step 0), then used by the stages of `train`."""
 
     def __init__(self, cfg: Config | None, resume: str | Path | None, overrides: dict[str, Any] | None) -> None:
         if not resume:
             preflight(cfg)  # refuse a setting that cannot fit before anything is loaded or written
-            check_autocast(cfg.train.autocast, resolve_device(cfg.model.device))
-            check_autocast(cfg.rollout.rollout_quant, resolve_device(cfg.model.device), option="--rollout-quant",
-                           off="fp16")
+            _check_bf16(cfg, resumed=False)
         self.run = RunDir.open(resume) if resume else RunDir.create(cfg)
         if resume:
             cfg = self.run.config.replace(**overrides) if overrides else self.run.config
-            check_autocast(cfg.train.autocast, resolve_device(cfg.model.device), resumed=True)
-            check_autocast(cfg.rollout.rollout_quant, resolve_device(cfg.model.device), resumed=True,
-                           option="--rollout-quant", off="fp16")
+            _check_bf16(cfg, resumed=True)
         assert cfg is not None
         self.cfg = cfg
         set_allocator(cfg.train.allocator)
@@ -205,23 +209,9 @@ class _Session:
             S = cfg.train.steps_per_generation
             kept, seen, info = collect_groups(self.task, self.tokenizer, self.engine, self.terms, self.sampling, cfg,
                                               self.state, self.gen, steps=S)
-            later = kept[B:]
-            if later:
-                # the sampler's own log-probs are the sampling policy's, unless it warped the distribution
-                # (top-k/top-p) without the update re-applying that mask: then score them now, before any update
-                warped = (self.sampling.top_k > 0 or self.sampling.top_p < 1) and not cfg.algo.keep_sampling_mask
-                if any(g.sampler_logp is None for g in later) or warped:
-                    t0 = time.perf_counter()
-                    batch = to_update_batch(later, cfg)
-                    lp = behaviour_logprobs(self.model, batch, cfg.rollout.temperature, self.pad,
-                                            cfg.train.micro_batch or len(later[0].texts) * B, cfg.train.autocast,
-                                            all_rows=cfg.algo.beta > 0) * batch.mask
-                    for i, g in enumerate(later):
-                        g.behaviour_logp = lp[i * len(g.texts):(i + 1) * len(g.texts)]
-                    info["old_logp_seconds"] = round(time.perf_counter() - t0, 3)
-                else:
-                    for g in later:
-                        g.behaviour_logp = g.sampler_logp
+            seconds = lagging_old_logprobs(kept[B:], self.model, cfg, self.sampling, self.pad)
+            if seconds is not None:
+                info["old_logp_seconds"] = round(seconds, 3)
             info["sync_seconds"] = round(sync_s, 3)
             self.pending = split_round(kept, seen, info, S, B)
         return self.pending.pop(0)
