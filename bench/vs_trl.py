@@ -15,6 +15,7 @@ process (clean peak RSS).
                                                 # AVX512-BF16): TRL bf16=True, grpolab --autocast bf16 + fp16 rollouts
     python bench/vs_trl.py --variants s4        # also grpolab sampling 4 steps per rollout call
                                                 # (--steps-per-generation 4; a step is a round's mean)
+    python bench/vs_trl.py --variants s4,s4-ckpt  # ... and the same with --gradient-checkpointing (lower RSS)
 
 Writes bench/results/vs_trl.json and bench/results/vs_trl.md.
 """
@@ -57,7 +58,8 @@ def worker_grpolab(a: argparse.Namespace) -> dict:
             loss_aggregation="token-mean", adam_beta2=0.999, steps=S * (a.warmup + a.steps), eval_before_after=False,
             export=False, checkpoint_every=0, quiet=True, out_dir=tmp, lora_rank=a.lora, seed=0,
             rollout_quant=a.quant, engine=a.engine, autocast=a.autocast, steps_per_generation=S,
-            **(dict(allocator="lean", gradient_checkpointing=True) if a.lean else {}))
+            allocator="lean" if a.lean else a.allocator, gradient_checkpointing=a.lean or a.ckpt,
+            micro_batch=a.micro_batch)
         train(cfg, on_step=records.append)
     timed = records[S * a.warmup:]
     # one step's share of a round: the mean over whole rounds (a round's first step carries all its sampling)
@@ -166,13 +168,14 @@ def main() -> None:
                    help="'lean': also measure grpolab with --allocator lean --gradient-checkpointing (fp32 rollouts); "
                         "'bf16': also TRL with bf16=True and grpolab with --autocast bf16 and fp16 rollouts; "
                         "'s4': also grpolab with --steps-per-generation 4 (bf16 rollouts and --autocast bf16 on "
-                        "CPUs with native bf16, else fp16 rollouts)")
+                        "CPUs with native bf16, else fp16 rollouts); 's4-ckpt': the same plus --gradient-checkpointing")
     p.add_argument("--out", type=Path, default=RESULTS / "vs_trl.json")
     a = p.parse_args()
     extra_variants = set(a.variants.split(",")) - {""}
-    unknown = extra_variants - {"lean", "bf16", "s4"}
+    unknown = extra_variants - {"lean", "bf16", "s4", "s4-ckpt"}
     if unknown:
-        p.error(f"--variants {a.variants!r}: unknown {sorted(unknown)}; allowed: 'lean', 'bf16', 's4' (or '' for none)")
+        p.error(f"--variants {a.variants!r}: unknown {sorted(unknown)}; allowed: 'lean', 'bf16', 's4', 's4-ckpt' "
+                "(or '' for none)")
     if "bf16" in extra_variants and not native_bf16(torch.device("cpu")):
         p.error("--variants bf16 needs a CPU with AMX or AVX512-BF16 (grpolab refuses --autocast bf16 without them)")
     rows = []
@@ -194,6 +197,10 @@ def main() -> None:
                                                          "--spg", "4"]))
                 else:
                     variants.append(("grpolab-fp16-s4", ["--system", "grpolab", "--quant", "fp16", "--spg", "4"]))
+            if "s4-ckpt" in extra_variants:  # the fast setting plus the one memory knob that costs little time
+                fast = (["--quant", "bf16", "--autocast", "bf16"] if native_bf16(torch.device("cpu"))
+                        else ["--quant", "fp16"])
+                variants.append((f"grpolab-{fast[1]}-s4-ckpt", ["--system", "grpolab", *fast, "--spg", "4", "--ckpt"]))
             res = {}
             for name, extra in variants:
                 tmp_out = RESULTS / "tmp" / f"vs_trl-{name}-G{G}-lora{lora}.json"
@@ -237,6 +244,9 @@ if __name__ == "__main__":
         wp.add_argument("--quant", default="none")
         wp.add_argument("--engine", default="auto")
         wp.add_argument("--lean", action="store_true", help="--allocator lean --gradient-checkpointing")
+        wp.add_argument("--ckpt", action="store_true", help="grpolab --gradient-checkpointing")
+        wp.add_argument("--allocator", default="fast", help="grpolab --allocator")
+        wp.add_argument("--micro-batch", type=int, default=0, help="grpolab --micro-batch (0: its default)")
         wp.add_argument("--autocast", default="off", help="bf16: grpolab --autocast bf16, TRL bf16=True")
         wp.add_argument("--spg", type=int, default=1, help="grpolab --steps-per-generation")
         wp.add_argument("--out", type=Path, required=True)
