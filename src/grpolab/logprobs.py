@@ -14,10 +14,6 @@ from typing import Any, Sequence
 import torch
 
 CHUNK_ROWS = 256  # rows of (rows x V) logits alive at once: 256 x 49k x 4 B = 50 MB for SmolLM2
-# Up to this size the forward keeps the (M x V) softmax for backward instead of recomputing the logits there:
-# one vocabulary projection less per update (~0.12 s of a ~2 s SmolLM2 update at 8 x 45 tokens, fp32). 128 MB
-# is 680 rows of SmolLM2's 49k vocabulary: G=8 x 64 tokens is kept, 8 x 128 is recomputed (peak RSS unchanged)
-KEEP_PROBS_BYTES = 128 << 20
 
 
 class _TokenLogprob(torch.autograd.Function):
@@ -25,12 +21,8 @@ class _TokenLogprob(torch.autograd.Function):
 
     One (CHUNK_ROWS x V) buffer is reused for every chunk and the softmax is done in place, so the step
     allocates no vocabulary-sized tensors beyond it (fresh large allocations cost page faults on a CPU).
-    When gradients are needed and the (M x V) softmax fits KEEP_PROBS_BYTES, it is kept for backward
-    instead of being recomputed there. With `threshold` (one value per row), logits below it are masked out
-    first (the sampler's top-k/top-p kept set, DeepSeek-V3.2's "keep sampling mask"); the target token
-    itself is always kept. `bf16_grad` runs backward's two products (the gradients of h and of the weight)
-    in bfloat16, as autocast runs every other layer's; the forward, and so every log-prob and ratio, stays in
-    the weights' precision.
+    With `threshold` (one value per row), logits below it are masked out first (the sampler's top-k/top-p
+    kept set, DeepSeek-V3.2's "keep sampling mask"); the target token itself is always kept.
     """
 
     @staticmethod
@@ -48,86 +40,54 @@ class _TokenLogprob(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                temperature: float, threshold: torch.Tensor | None = None,
-                bf16_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        M, V = hidden.shape[0], weight.shape[0]
+                temperature: float, threshold: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        M = hidden.shape[0]
         logp = torch.empty(M, dtype=torch.float32, device=hidden.device)
         entropy = torch.empty_like(logp)
-        wants_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        keep = wants_grad and M * V * hidden.element_size() <= KEEP_PROBS_BYTES
-        rows = min(CHUNK_ROWS, M)
-        buf = torch.empty((rows, V), dtype=hidden.dtype, device=hidden.device)
-        probs = torch.empty((M, V), dtype=hidden.dtype, device=hidden.device) if keep else None
-        ex_buf = None if keep else torch.empty_like(buf)
+        buf = torch.empty((min(CHUNK_ROWS, M), weight.shape[0]), dtype=hidden.dtype, device=hidden.device)
         for s in range(0, M, CHUNK_ROWS):
             e = min(s + CHUNK_ROWS, M)
             thr = None if threshold is None else threshold[s:e]
             logits = _TokenLogprob._logits_into(buf, hidden[s:e], weight, temperature, targets[s:e], thr)
             picked = logits.gather(1, targets[s:e, None]).squeeze(1)
             top = logits.amax(dim=-1, keepdim=True)
-            x = logits.sub_(top)  # logit - max, in place
-            ex = torch.exp(x, out=probs[s:e] if keep else ex_buf[: e - s])
+            ex = logits.sub_(top).exp_()  # exp(logit - max), in place
             total = ex.sum(dim=-1)
-            log_total = total.log()
-            logp[s:e] = picked - top.squeeze(1) - log_total
-            if threshold is not None:  # masked logits are -inf, their exp 0: make 0 * x a 0, not a NaN
-                x.clamp_(min=torch.finfo(x.dtype).min)
-            # H = -sum p log p = log(total) - sum(ex * x) / total, a dot product per row (no log over V)
-            entropy[s:e] = log_total - torch.einsum("ij,ij->i", ex, x) / total
-            if keep:
-                ex.div_(total[:, None])  # the softmax, kept for backward
-        ctx.save_for_backward(hidden, weight, targets, threshold if threshold is not None else torch.empty(0),
-                              probs if keep else torch.empty(0))
+            lse = top.squeeze(1) + total.log()
+            logp[s:e] = picked - lse
+            # H = lse - sum p * logit = log(total) - sum(ex * log ex) / total   (0 log 0 = 0)
+            entropy[s:e] = total.log() + torch.special.entr(ex).sum(dim=-1) / total
+        ctx.save_for_backward(hidden, weight, targets, threshold if threshold is not None else torch.empty(0))
         ctx.has_threshold = threshold is not None
-        ctx.kept = keep
         ctx.temperature = temperature
-        ctx.bf16_grad = bf16_grad
         ctx.mark_non_differentiable(entropy)
         return logp, entropy
 
     @staticmethod
     def backward(ctx: Any, grad_logp: torch.Tensor, _grad_entropy: torch.Tensor):
-        hidden, weight, targets, threshold, probs = ctx.saved_tensors
+        hidden, weight, targets, threshold = ctx.saved_tensors
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         M = hidden.shape[0]
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = None
-        low = torch.bfloat16 if ctx.bf16_grad else None
-        w_mm = weight.to(low) if (low is not None and need_h) else weight
-        # with the softmax kept, the whole batch is one chunk: one product for the weight's gradient
-        step = M if ctx.kept else CHUNK_ROWS
-        buf = None if ctx.kept else torch.empty((min(CHUNK_ROWS, M), weight.shape[0]), dtype=hidden.dtype,
-                                                device=hidden.device)
-        for s in range(0, M, step):
-            e = min(s + step, M)
+        buf = torch.empty((min(CHUNK_ROWS, M), weight.shape[0]), dtype=hidden.dtype, device=hidden.device)
+        for s in range(0, M, CHUNK_ROWS):
+            e = min(s + CHUNK_ROWS, M)
             h = hidden[s:e]
             g = grad_logp[s:e].to(hidden.dtype)
-            if ctx.kept:
-                p = probs[s:e]  # used once: backward runs once per forward (no retain_graph here)
-            else:
-                thr = threshold[s:e] if ctx.has_threshold else None
-                p = _TokenLogprob._logits_into(buf, h, weight, ctx.temperature, targets[s:e], thr)
-                p = p.sub_(p.amax(dim=-1, keepdim=True)).exp_()
-                p.div_(p.sum(dim=-1, keepdim=True))
+            thr = threshold[s:e] if ctx.has_threshold else None
+            logits = _TokenLogprob._logits_into(buf, h, weight, ctx.temperature, targets[s:e], thr)
             # d logp[target] / d logits = onehot(target) - softmax(logits), then the 1/temperature of the scaling
-            p.mul_(-g[:, None])
-            dlogits = p.scatter_add_(1, targets[s:e, None], g[:, None])
+            probs = logits.sub_(logits.amax(dim=-1, keepdim=True)).exp_()
+            probs.mul_((-g / probs.sum(dim=-1))[:, None])
+            dlogits = probs.scatter_add_(1, targets[s:e, None], g[:, None])
             if ctx.temperature != 1.0:
                 dlogits.div_(ctx.temperature)
-            if low is not None:
-                dlogits = dlogits.to(low)
-                h = h.to(low)
             if need_h:
-                if low is None:
-                    torch.matmul(dlogits, weight, out=grad_h[s:e])
-                else:
-                    grad_h[s:e] = torch.matmul(dlogits, w_mm)
+                torch.matmul(dlogits, weight, out=grad_h[s:e])
             if need_w:  # the first chunk writes the gradient, the others add to it: no zero-filled buffer
-                part = torch.mm(dlogits.t(), h)
-                if low is not None:
-                    part = part.to(weight.dtype)
-                grad_w = part if grad_w is None else grad_w.add_(part)
-        return grad_h, grad_w, None, None, None, None
+                grad_w = torch.mm(dlogits.t(), h) if grad_w is None else grad_w.addmm_(dlogits.t(), h)
+        return grad_h, grad_w, None, None, None
 
 
 def _parts(model: Any) -> tuple[Any, Any]:
@@ -253,9 +213,6 @@ def token_logprobs(model: Any, prompts: Sequence[Sequence[int]], completion_ids:
     targets = completion_ids.to(device)[valid]
     temp = temperature if temperature > 0 else 1.0
     thr = None if keep_threshold is None else keep_threshold.to(device)[valid].float()
-    # under the update's bf16 autocast, backward's two head products run in bf16 too (the forward does not)
-    bf16_grad = (torch.is_autocast_enabled(device.type)
-                 and torch.get_autocast_dtype(device.type) == torch.bfloat16)
     # The head and log-softmax always run in the weights' precision, also under the update's bf16 autocast: a
     # bf16 logit of magnitude ~20 is off by ~0.06, as much noise in every log-prob and importance ratio.
     with torch.autocast(device_type=device.type, enabled=False):
@@ -269,7 +226,7 @@ def token_logprobs(model: Any, prompts: Sequence[Sequence[int]], completion_ids:
             lp = lp_all.gather(1, targets[:, None]).squeeze(1)
             ent = -torch.where(lp_all.isinf(), 0.0, lp_all.exp() * lp_all).sum(dim=-1).detach()
         else:
-            lp, ent = _TokenLogprob.apply(h, lm_head.weight, targets, temp, thr, bf16_grad)
+            lp, ent = _TokenLogprob.apply(h, lm_head.weight, targets, temp, thr)
     logp = torch.zeros(valid.shape, dtype=torch.float32, device=device).masked_scatter(valid, lp)
     entropy = torch.zeros(valid.shape, dtype=torch.float32, device=device).masked_scatter(valid, ent.detach())
     return logp, entropy

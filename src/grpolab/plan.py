@@ -26,7 +26,6 @@ ALLOCATOR_SLACK = 1.10  # freed-but-held heap memory; measured 5-15% on glibc
 FAST_HEAP_KEPT = 0.70
 # forward/backward time relative to `fast` (page faults on fresh blocks; bench/NOTES.md section 3, G=8 T=128)
 MATH_ATTENTION_BYTES = 256 << 20  # the cap of logprobs.MATH_ATTENTION_BYTES (plan.py imports no torch)
-KEEP_PROBS_BYTES = 128 << 20  # logprobs.KEEP_PROBS_BYTES: the largest (M x V) softmax kept for backward
 UPDATE_SLOWDOWN = {"fast": 1.0, "system": 8.7 / 6.7, "lean": 10.5 / 6.7}
 
 
@@ -143,10 +142,7 @@ def predict_memory(arch: Arch, s: Setting) -> MemoryPlan:
         acts = tokens * arch.layers * arch.hidden * 4 + tokens * arch.activation_floats_per_token // arch.layers * 4
     else:
         acts = tokens * arch.activation_floats_per_token * 4
-    M = rows * s.max_new_tokens  # head rows of one micro-batch
-    chunk = min(256, M) * arch.vocab * 4
-    softmax = M * arch.vocab * 4 if M * arch.vocab * 4 <= KEEP_PROBS_BYTES else chunk  # the softmax for backward
-    logits = 2 * chunk + softmax  # the logits buffer, the softmax (kept, or one chunk), backward's temporaries
+    logits = 3 * min(256, rows * s.max_new_tokens) * arch.vocab * 4
     lm_head_grad = arch.vocab * arch.hidden * 4 if not s.lora_rank else 0  # dense grad of the head, then summed
     parts["rollout KV cache"] = kv
     # under bf16 autocast on a CPU, short passes keep the plain attention kernel's probabilities for backward
