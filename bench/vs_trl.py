@@ -191,15 +191,12 @@ def main() -> None:
             if "bf16" in extra_variants:
                 variants.append(("trl-bf16", ["--system", "trl", "--autocast", "bf16"]))
                 variants.append(("grpolab-fp16-bf16", ["--system", "grpolab", "--quant", "fp16", "--autocast", "bf16"]))
+            # the fast sampler of this CPU: bf16 weights and autocast with native bf16, else fp16 rollouts
+            fast = (["--quant", "bf16", "--autocast", "bf16"] if native_bf16(torch.device("cpu"))
+                    else ["--quant", "fp16"])
             if "s4" in extra_variants:
-                if native_bf16(torch.device("cpu")):
-                    variants.append(("grpolab-bf16-s4", ["--system", "grpolab", "--quant", "bf16", "--autocast", "bf16",
-                                                         "--spg", "4"]))
-                else:
-                    variants.append(("grpolab-fp16-s4", ["--system", "grpolab", "--quant", "fp16", "--spg", "4"]))
-            if "s4-ckpt" in extra_variants:  # the fast setting plus the one memory knob that costs little time
-                fast = (["--quant", "bf16", "--autocast", "bf16"] if native_bf16(torch.device("cpu"))
-                        else ["--quant", "fp16"])
+                variants.append((f"grpolab-{fast[1]}-s4", ["--system", "grpolab", *fast, "--spg", "4"]))
+            if "s4-ckpt" in extra_variants:  # the same plus the one memory knob that costs little time
                 variants.append((f"grpolab-{fast[1]}-s4-ckpt", ["--system", "grpolab", *fast, "--spg", "4", "--ckpt"]))
             res = {}
             for name, extra in variants:
