@@ -82,13 +82,19 @@ def _old_logprobs(model: Any, batch: UpdateBatch, chunks: list[list[int]], tempe
     return out
 
 
+def _trained_rows(batch: UpdateBatch, all_rows: bool) -> list[int]:
+    """Rows the update computes: those with a token to train on and a non-zero advantage (every such row when a
+    KL term, `all_rows`, gives zero-advantage rows a gradient too)."""
+    return [r for r in range(batch.completion_ids.shape[0])
+            if float(batch.mask[r].sum()) > 0 and (all_rows or float(batch.advantages[r]) != 0.0)]
+
+
 def behaviour_logprobs(model: Any, batch: UpdateBatch, temperature: float, pad_id: int, micro_batch: int,
                        autocast: str, all_rows: bool = False) -> torch.Tensor:
     """(N, T) log-probs of the batch's tokens under the current weights, no gradient: the old log-probs of rows
     that will be trained on after further updates, when the engine did not report usable ones. Rows with zero
     advantage are left at 0 (the update skips them) unless `all_rows` (a KL term trains every row)."""
-    n = batch.completion_ids.shape[0]
-    rows = [r for r in range(n) if float(batch.mask[r].sum()) > 0 and (all_rows or float(batch.advantages[r]) != 0.0)]
+    rows = _trained_rows(batch, all_rows)
     out = torch.zeros(batch.completion_ids.shape, dtype=torch.float32)
     if rows:
         for r, lp in _old_logprobs(model, batch, _row_chunks(rows, batch.mask.sum(dim=1), micro_batch),
@@ -109,9 +115,7 @@ def policy_update(model: Any, batch: UpdateBatch, algo: Any, optimizer: Any, sch
     spec = LossSpec.from_config(algo)
     n_rows = batch.completion_ids.shape[0]
     norm = LossNorm(num_seqs=n_rows, num_tokens=int(batch.mask.sum()), max_len=batch.max_len)
-    needs_all = spec.beta > 0
-    rows = [r for r in range(n_rows) if needs_all or float(batch.advantages[r]) != 0.0]
-    rows = [r for r in rows if float(batch.mask[r].sum()) > 0]
+    rows = _trained_rows(batch, all_rows=spec.beta > 0)
     stats: dict[str, float] = {"rows_trained": float(len(rows)), "loss": 0.0}
     if not rows:
         if empty_steps == "momentum":
