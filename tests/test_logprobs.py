@@ -33,8 +33,17 @@ def batch(request, tiny_model_dir):
     return model, tok.pad_token_id, prompts, ids, mask
 
 
+@pytest.fixture(params=["auto", "packed", "shared", "full"])
+def layout(request, monkeypatch):
+    """Every way rows can go through the decoder (`logprobs.LAYOUT`) must give the same numbers."""
+    import grpolab.logprobs as L
+
+    monkeypatch.setattr(L, "LAYOUT", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_chunked_logprobs_equal_the_naive_full_logits(batch, temperature):
+def test_chunked_logprobs_equal_the_naive_full_logits(batch, temperature, layout):
     model, pad, prompts, ids, mask = batch
     lp, ent = token_logprobs(model, prompts, ids, mask, temperature, pad)
     ref_lp, ref_ent = _naive(model, prompts, ids, mask, temperature, pad)
@@ -43,7 +52,7 @@ def test_chunked_logprobs_equal_the_naive_full_logits(batch, temperature):
     assert torch.equal(lp[mask == 0], torch.zeros(int((mask == 0).sum())))
 
 
-def test_gradients_equal_the_naive_ones(batch, monkeypatch):
+def test_gradients_equal_the_naive_ones(batch, monkeypatch, layout):
     import grpolab.logprobs as L
 
     monkeypatch.setattr(L, "CHUNK_ROWS", 4)  # several chunks, so chunk boundaries are exercised
@@ -76,7 +85,7 @@ def test_lora_reference_is_the_base_model(tiny_model_dir, batch):
     assert (with_adapter - without).abs().max() > 1e-3
 
 
-def test_threshold_mask_gradients_equal_the_naive_ones(batch):
+def test_threshold_mask_gradients_equal_the_naive_ones(batch, layout):
     model, pad, prompts, ids, mask = batch
     g = torch.Generator().manual_seed(1)
     thr = torch.randn(ids.shape, generator=g) * 0.3  # keeps roughly half the vocabulary
@@ -179,7 +188,7 @@ def test_bf16_autocast_gradients_point_the_same_way_as_fp32(batch):
 
 
 @pytest.mark.parametrize("budget", [0, 1 << 40])
-def test_either_attention_kernel_gives_an_on_policy_ratio_of_exactly_one(batch, monkeypatch, budget):
+def test_either_attention_kernel_gives_an_on_policy_ratio_of_exactly_one(batch, monkeypatch, budget, layout):
     """The plain kernel (small passes) or the default one: old log-probs (no grad) and the update's pass
     (with grad) always pick the same, so their difference is exactly 0."""
     import grpolab.logprobs as L
@@ -197,3 +206,89 @@ def test_the_planner_counts_the_attention_cap_the_update_uses():
     from grpolab import logprobs, plan
 
     assert plan.MATH_ATTENTION_BYTES == logprobs.MATH_ATTENTION_BYTES
+
+
+def _spy_layouts(monkeypatch):
+    import grpolab.logprobs as L
+
+    seen = []
+    for name in ("_hidden_packed", "_hidden_shared", "_hidden_full"):
+        fn = getattr(L, name)
+        monkeypatch.setattr(L, name, lambda *a, _fn=fn, _name=name, **k: (seen.append(_name), _fn(*a, **k))[1])
+    return seen
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_rows_of_a_qwen3_model_equal_the_naive_ones(tiny_qwen3_dir, monkeypatch, attention):
+    """Another architecture (q/k norms, its own mask code) through the packed layout, gradients included, with
+    either attention implementation that takes a custom mask (eager adds it to the scores: a float mask)."""
+    import grpolab.logprobs as L
+
+    model, tok = load_model(Config.from_flat(model=str(tiny_qwen3_dir)).model)
+    monkeypatch.setattr(model.config, "_attn_implementation", attention)
+    prompts = [[1, 5, 6, 7]] * 3 + [[1, 9]] * 2
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(3, 200, (5, 7), generator=g)
+    mask = (torch.arange(7)[None] < torch.tensor([7, 2, 5, 1, 6])[:, None]).float()
+    weights = torch.linspace(-1, 1, ids.numel()).view(ids.shape)
+    seen = _spy_layouts(monkeypatch)
+    monkeypatch.setattr(L, "LAYOUT", "packed")
+    out = []
+    for fn in (token_logprobs, _naive):
+        model.zero_grad()
+        lp, _ = fn(model, prompts, ids, mask, 1.0, tok.pad_token_id)
+        (lp * weights).sum().backward()
+        out.append((lp.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert seen == ["_hidden_packed"]
+    torch.testing.assert_close(out[0][0], out[1][0], rtol=0, atol=1e-5)
+    for a, b in zip(out[0][1], out[1][1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_the_layout_packs_short_uneven_rows_and_pads_long_even_ones(tiny_model_dir, monkeypatch):
+    """The cost model: completions much shorter than the longest pack (padding saved); G equal long rows stay
+    padded (the packed attention would be quadratic in G x T); a mask with a hole cannot be packed."""
+    import grpolab.logprobs as L
+
+    model, _ = load_model(Config.from_flat(model=str(tiny_model_dir)).model)
+    decoder = model.model
+
+    def pick(lengths, T, holes=False):
+        mask = (torch.arange(T)[None] < torch.tensor(lengths)[:, None]).float()
+        if holes:
+            mask[0, 1] = 0
+        return L._layout(model, decoder, [[1, 5, 6]] * len(lengths), mask)[0]
+
+    assert pick([40, 3, 3, 3, 3, 3, 3, 3], 40) == "packed"
+    assert pick([200] * 8, 200) == "shared"
+    assert pick([40, 3, 3, 3, 3, 3, 3, 3], 40, holes=True) == "shared"
+    monkeypatch.setattr(decoder.config, "_attn_implementation", "flash_attention_2")
+    assert pick([40, 3, 3, 3, 3, 3, 3, 3], 40) == "shared"  # no custom masks in that kernel
+
+
+def test_gradient_checkpointing_scores_packed_rows(tiny_model_dir, monkeypatch):
+    """Under gradient checkpointing the KV cache is off, so groups used to repeat their prompt per row; the
+    packed layout needs no cache and gives the same gradients as the plain model."""
+    import grpolab.logprobs as L
+
+    monkeypatch.setattr(L, "LAYOUT", "packed")
+    model, tok = load_model(Config.from_flat(model=str(tiny_model_dir)).model)
+    prompts = [[1, 5, 6, 7]] * 4
+    ids = torch.randint(3, 200, (4, 6), generator=torch.Generator().manual_seed(5))
+    mask = (torch.arange(6)[None] < torch.tensor([6, 2, 4, 1])[:, None]).float()
+
+    def grads():
+        model.zero_grad()
+        lp, _ = token_logprobs(model, prompts, ids, mask, 1.0, tok.pad_token_id)
+        lp.sum().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    model.train()
+    plain = grads()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    seen = _spy_layouts(monkeypatch)
+    ckpt = grads()
+    model.gradient_checkpointing_disable()
+    assert seen == ["_hidden_packed"]
+    for a, b in zip(plain, ckpt):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)

@@ -95,8 +95,11 @@ def test_rounds_sample_once_and_train_lagging_groups_against_their_sampler(tiny_
     assert [r["policy_lag"] for r in steps] == [0.0, 1.0, 0.0, 1.0]
     assert [r["gen_seconds"] > 0 for r in steps] == [True, False, True, False]
     assert all(r["rows_trained"] > 0 for r in steps)
-    # on-policy steps have ratio 1 exactly; a lagging step's weights moved (lr 1e-3) since its groups were sampled
-    assert [r["ratio_mean"] == 1.0 for r in steps] == [True, False, True, False]
+    # on-policy steps have ratio 1 exactly; a lagging step whose weights moved since its groups were sampled (the
+    # step before it had a gradient; the first groups of this tiny run all score alike) has a ratio off 1
+    assert [r["ratio_mean"] == 1.0 for r in steps[::2]] == [True, True]
+    moved = [i for i in (1, 3) if steps[i - 1]["grad_norm"] > 0]
+    assert moved and all(steps[i]["ratio_mean"] != 1.0 for i in moved)
     examples = [r["example"] for r in read_jsonl(result.run_dir / "rollouts.jsonl")]
     assert len(set(examples)) == 4 * 2  # every step trained on its own two prompts
 
