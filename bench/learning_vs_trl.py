@@ -2,7 +2,8 @@
 training wall time.
 
 Identical settings: SmolLM2-135M-Instruct fp32, full fine-tune, G=8, one prompt per step, 64 new tokens,
-lr 1e-5 (constant; --lr changes it for both), no KL, temperature 1, TRL's default loss (token mean, group-std advantages), AdamW
+lr 1e-5 (constant; --lr changes it for both; `--schedule cosine` decays it for both over the training clock, to
+`--min-lr-ratio` of the peak at the end of the budget), no KL, temperature 1, TRL's default loss (token mean, group-std advantages), AdamW
 (0.9, 0.999), grad clip 1, the same system prompt, the same data order and the same reward (grpolab's
 lenient verifier: the <answer> tags, else the last number). Both are evaluated by the same code
 (grpolab.evaluate: greedy, eval mode, the fast decoder, which is token-identical to `generate`) on the same
@@ -10,6 +11,9 @@ held-out problems every `--eval-every` minutes of training time, the clock pause
 
     python bench/learning_vs_trl.py --tasks add1,add2 --seeds 0,1 --minutes 25
     python bench/learning_vs_trl.py --report-only      # rebuild the table and plot from saved runs
+    python bench/learning_vs_trl.py --tasks add1 --minutes 5 --eval-every 0.5 --schedule cosine --out bench/results/x
+
+One folder holds runs of one schedule: the table compares each run with the TRL run of its folder.
 
 Writes bench/results/learning/<task>-seed<k>-<system>.json, learning.md and learning.png.
 """
@@ -65,13 +69,26 @@ def worker_trl(a: argparse.Namespace) -> dict[str, Any]:
     curve = [{"train_seconds": 0.0, "step": 0, **evaluate(model)}]
     clock = {"train": 0.0, "since": time.perf_counter(), "next": a.eval_every * 60}
 
+    def lr_factor(_step: int) -> float:
+        """The learning-rate multiplier after the step now ending, from the training clock at this moment: the
+        same rule as grpolab's time-budgeted schedule (`trainer.LRFactor`, progress = training time / budget)."""
+        if a.schedule == "constant":
+            return 1.0
+        p = min(1.0, (clock["train"] + time.perf_counter() - clock["since"]) / (a.minutes * 60))
+        return a.min_lr_ratio + (1.0 - a.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * p))
+
     class Race(TrainerCallback):
+        def on_train_begin(self, args, state, control, lr_scheduler=None, **kw):
+            # the constant LambdaLR TRL built steps after every optimizer step: its multiplier now reads the clock
+            lr_scheduler.lr_lambdas = [lr_factor for _ in lr_scheduler.lr_lambdas]
+
         def on_step_end(self, args, state, control, **kw):
             now = time.perf_counter()
             clock["train"] += now - clock["since"]
             if clock["train"] >= clock["next"] or clock["train"] >= a.minutes * 60:
                 clock["next"] = (clock["train"] // (a.eval_every * 60) + 1) * a.eval_every * 60
-                curve.append({"train_seconds": clock["train"], "step": state.global_step, **evaluate(model)})
+                lr = kw["optimizer"].param_groups[0]["lr"] if kw.get("optimizer") is not None else None
+                curve.append({"train_seconds": clock["train"], "step": state.global_step, "lr": lr, **evaluate(model)})
             if clock["train"] >= a.minutes * 60:
                 control.should_training_stop = True
             clock["since"] = time.perf_counter()  # evaluation time is not training time
@@ -103,13 +120,14 @@ def worker_grpolab(a: argparse.Namespace) -> dict[str, Any]:
             **TASKS[a.task], system_prompt=SYSTEM_PROMPT, group_size=G, prompts_per_step=1, max_new_tokens=T,
             lr=a.lr, beta=0.0, loss_aggregation="token-mean", adam_beta2=0.999, grad_clip=1.0, temperature=1.0,
             steps=100_000, max_minutes=a.minutes, eval_every_minutes=a.eval_every, seed=a.seed, out_dir=tmp,
-            quiet=True, export=False, checkpoint_every=0, log_rollouts=False, rollout_quant=a.quant)
+            quiet=True, export=False, checkpoint_every=0, log_rollouts=False, rollout_quant=a.quant,
+            lr_schedule=a.schedule, min_lr_ratio=a.min_lr_ratio if a.schedule != "constant" else 0.0)
         settings.update(json.loads(a.extra or "{}"))  # experiments may override any of the above
         result = train(Config.from_flat(settings))
         records = read_jsonl(result.run_dir / "metrics.jsonl")
         shutil.copy(result.run_dir / "metrics.jsonl", a.out.with_suffix(".metrics.jsonl"))  # per-step record, kept
     curve = [{"train_seconds": r["train_seconds"], "step": r["step"], "accuracy": r["eval_accuracy"],
-              "accuracy_strict": r["eval_accuracy_strict"], "length": r["eval_length"]}
+              "accuracy_strict": r["eval_accuracy_strict"], "length": r["eval_length"], "lr": r.get("lr")}
              for r in records if "eval_accuracy" in r]
     name = "grpolab" + ("-int8" if a.quant == "int8" else "") + (f"-{a.label}" if a.label else "")
     return {"system": name, "task": a.task, "seed": a.seed, "curve": curve, "steps": result.steps_done,
@@ -200,7 +218,10 @@ def main() -> None:
                    help="trl, trl-s4 (TRL with steps_per_generation=4), grpolab, grpolab-int8")
     p.add_argument("--minutes", type=float, default=25.0, help="training wall budget per run")
     p.add_argument("--eval-every", type=float, default=1.0, help="minutes of training time between evaluations")
-    p.add_argument("--lr", type=float, default=LR, help="learning rate, both systems (constant)")
+    p.add_argument("--lr", type=float, default=LR, help="peak learning rate, both systems")
+    p.add_argument("--schedule", default="constant", choices=["constant", "cosine"],
+                   help="both systems: keep --lr, or decay it by cosine over the training clock of the budget")
+    p.add_argument("--min-lr-ratio", type=float, default=0.1, help="where --schedule cosine ends, fraction of --lr")
     p.add_argument("--extra", default="", help="JSON of extra grpolab settings (experiments)")
     p.add_argument("--label", default="", help="suffix for grpolab runs with --extra")
     p.add_argument("--skip-done", action="store_true", help="keep runs already saved")
@@ -219,16 +240,21 @@ def main() -> None:
                         continue
                     args = ["--system", "trl" if system.startswith("trl") else "grpolab", "--task", task, "--seed", str(seed),
                             "--minutes", str(a.minutes), "--eval-every", str(a.eval_every),
-                            "--quant", "int8" if system == "grpolab-int8" else "none", "--lr", str(a.lr)]
+                            "--quant", "int8" if system == "grpolab-int8" else "none", "--lr", str(a.lr),
+                            "--schedule", a.schedule, "--min-lr-ratio", str(a.min_lr_ratio)]
                     if system == "trl-s4":
                         args += ["--spg", "4"]
                     if not system.startswith("trl") and a.extra:
                         args += ["--extra", a.extra, "--label", a.label]
                     print(f"{time.strftime('%H:%M:%S')} {task} seed {seed} {name} ...", flush=True)
                     res = run_worker(Path(__file__), args, out_dir / "tmp" / out.name)
+                    steps_log = (out_dir / "tmp" / out.name).with_suffix(".metrics.jsonl")
+                    if steps_log.exists():  # grpolab's per-step record, kept beside the result
+                        shutil.copy(steps_log, out.with_suffix(".metrics.jsonl"))
                     res["machine"] = machine()
                     res["settings"] = {"lr": a.lr, "G": G, "T": T, "minutes": a.minutes, "eval_every": a.eval_every,
-                                       "extra": a.extra}
+                                       "extra": a.extra, "schedule": a.schedule,
+                                       "min_lr_ratio": a.min_lr_ratio if a.schedule != "constant" else None}
                     write_json(out, res)
                     print(f"   best {100 * max(c['accuracy'] for c in res['curve']):.1f}% in {res['steps']} steps",
                           flush=True)
@@ -246,6 +272,8 @@ if __name__ == "__main__":
         wp.add_argument("--eval-every", type=float, default=1.0)
         wp.add_argument("--quant", default="none")
         wp.add_argument("--lr", type=float, default=LR)
+        wp.add_argument("--schedule", default="constant")
+        wp.add_argument("--min-lr-ratio", type=float, default=0.1)
         wp.add_argument("--extra", default="")
         wp.add_argument("--label", default="")
         wp.add_argument("--spg", type=int, default=1, help="TRL's steps_per_generation")

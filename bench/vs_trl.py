@@ -191,8 +191,8 @@ def main() -> None:
             if "bf16" in extra_variants:
                 variants.append(("trl-bf16", ["--system", "trl", "--autocast", "bf16"]))
                 variants.append(("grpolab-fp16-bf16", ["--system", "grpolab", "--quant", "fp16", "--autocast", "bf16"]))
-            # the fast sampler of this CPU: bf16 weights and autocast with native bf16, else fp16 rollouts
-            fast = (["--quant", "bf16", "--autocast", "bf16"] if native_bf16(torch.device("cpu"))
+            # the fast sampler of this CPU: bf16 weights and autocast where bf16 beats fp32 (AMX), else fp16 rollouts
+            fast = (["--quant", "bf16", "--autocast", "bf16"] if native_bf16(torch.device("cpu"), fast=True)
                     else ["--quant", "fp16"])
             if "s4" in extra_variants:
                 variants.append((f"grpolab-{fast[1]}-s4", ["--system", "grpolab", *fast, "--spg", "4"]))

@@ -261,6 +261,9 @@ def test_bf16_autocast_is_refused_before_anything_is_written_on_a_cpu_without_na
         R.check_autocast("bf16", torch.device("cpu"), resumed=True)
     monkeypatch.setattr(R, "cpu_flags", lambda: {"avx2", "amx_bf16"})
     R.check_autocast("bf16", torch.device("cpu"))  # allowed where the CPU has it
+    monkeypatch.setattr(R, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    with pytest.warns(UserWarning, match=r"no AMX.*--autocast off is likely faster"):
+        R.check_autocast("bf16", torch.device("cpu"))  # allowed, with a warning, where bf16 is native but slower
 
 
 def test_bf16_rollouts_are_refused_before_anything_is_written_on_a_cpu_without_native_bf16(tiny_cfg, monkeypatch,

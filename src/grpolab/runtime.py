@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import platform
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, ContextManager
 
@@ -40,7 +41,10 @@ def set_allocator(policy: str) -> bool:
     return all(mallopt(option, value) == 1 for option, value in POLICIES[policy].items())
 
 
-BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # either makes bf16 GEMMs faster than fp32 (oneDNN); without, ~100x slower
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # native bf16 products (oneDNN); without either, ~100x slower than fp32
+# bf16 products faster than fp32: AMX. With AVX512-BF16 alone they measured ~0.6x fp32 (a 2-core Xeon without
+# AMX: 150 against 240-270 GFLOP/s, bench/NOTES.md 16)
+FAST_BF16_FLAGS = ("amx_bf16",)
 
 
 def _cpuinfo(field: str) -> str:
@@ -59,12 +63,13 @@ def cpu_flags() -> set[str]:
     return set(_cpuinfo("flags").split())
 
 
-def native_bf16(device: Any) -> bool:
-    """Whether this device multiplies bfloat16 faster than fp32: a CPU with AMX or AVX512-BF16, a CUDA GPU
-    that supports bf16 (Ampere and later), or another accelerator (left to its own backend)."""
+def native_bf16(device: Any, fast: bool = False) -> bool:
+    """Whether this device multiplies bfloat16 natively: a CPU with AMX or AVX512-BF16, a CUDA GPU that
+    supports bf16 (Ampere and later), or another accelerator (left to its own backend). `fast`: and faster
+    than fp32 (on a CPU, only with AMX)."""
     kind = getattr(device, "type", str(device))
     if kind == "cpu":
-        return bool(set(BF16_FLAGS) & cpu_flags())
+        return bool(set(FAST_BF16_FLAGS if fast else BF16_FLAGS) & cpu_flags())
     if kind == "cuda":
         import torch
 
@@ -76,7 +81,12 @@ def check_autocast(kind: str, device: Any, resumed: bool = False, option: str = 
                    off: str = "off") -> None:
     """Refuse a bf16 setting (`--autocast bf16`, `--rollout-quant bf16`) where it would make the run far slower:
     a device without native bf16. `off` is the option's value that avoids bf16."""
-    if kind != "bf16" or native_bf16(device):
+    if kind != "bf16" or native_bf16(device, fast=True):
+        return
+    if native_bf16(device):
+        warnings.warn(f"{option} {kind}: this CPU multiplies bf16 natively (AVX512-BF16) but has no AMX, and there "
+                      f"bf16 products measured ~0.6x the speed of fp32 ones: {option} {off} is likely faster",
+                      stacklevel=2)
         return
     where = getattr(device, "type", str(device))
     what = (f"a CPU with AMX or AVX512-BF16 ({' or '.join(BF16_FLAGS)} in /proc/cpuinfo); this one "
