@@ -124,7 +124,8 @@ def test_cache_rows_are_expanded_like_transformers_does(tiny_model_dir):
 
     def cache():
         with torch.no_grad():
-            return model(input_ids=ids, use_cache=True).past_key_values
+            out = model(input_ids=ids, use_cache=True)
+            return getattr(out, "cache", None) or out.past_key_values  # transformers >= 5.x: `cache`
 
     ours, ref = cache(), cache()
     _select_cache_rows(ours, rows)

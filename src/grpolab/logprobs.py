@@ -138,6 +138,7 @@ def _hidden_shared(decoder: Any, prompts: Sequence[Sequence[int]], completion_id
         attn[i, P - len(p):] = 1
     out = decoder(input_ids=ids.to(device), attention_mask=attn.to(device),
                   position_ids=(attn.cumsum(dim=1) - 1).clamp(min=0).to(device), use_cache=True)
+    cache_in, cache_out = _cache_names(decoder)
     rows = torch.tensor(row_prompt, dtype=torch.long)
     # index_select, not x[rows]: the gradient of x[rows] sums the G rows of a group in a thread-dependent order on
     # CPU (index_put with accumulate), so the same step gave weights differing in the last bits from one process
@@ -146,13 +147,13 @@ def _hidden_shared(decoder: Any, prompts: Sequence[Sequence[int]], completion_id
     T = completion_ids.shape[1]
     if T == 1:
         return first
-    cache = out.past_key_values
+    cache = getattr(out, cache_out)
     _select_cache_rows(cache, rows.to(device))  # (U, ...) -> (n, ...), differentiable gather
     prompt_len = attn.sum(dim=1)[rows]  # (n,)
     step_attn = torch.cat([attn[rows], mask[:, :T - 1].long()], dim=1)  # (n, P + T - 1)
     positions = prompt_len[:, None] + torch.arange(T - 1)[None, :]
     rest = decoder(input_ids=completion_ids[:, :T - 1].to(device), attention_mask=step_attn.to(device),
-                   position_ids=positions.to(device), past_key_values=cache, use_cache=True).last_hidden_state
+                   position_ids=positions.to(device), use_cache=True, **{cache_in: cache}).last_hidden_state
     return torch.cat([first, rest], dim=1)
 
 
@@ -228,8 +229,30 @@ def _hidden_packed(decoder: Any, prompts: Sequence[Sequence[int]], completion_id
     return hidden.reshape(U * L, -1).index_select(0, flat.reshape(-1).to(device)).reshape(n, T, -1)
 
 
+def _cache_names(decoder: Any) -> tuple[str, str]:
+    """(keyword, output field) of the KV cache: `cache` in transformers >= 5.x (where `past_key_values` warns and
+    goes in 5.40), `past_key_values` before."""
+    names = getattr(decoder, "_grpolab_cache_names", None)
+    if names is None:
+        import inspect
+
+        try:
+            new = "cache" in inspect.signature(decoder.forward).parameters
+        except (TypeError, ValueError):
+            new = False
+        names = ("cache", "cache") if new else ("past_key_values", "past_key_values")
+        decoder._grpolab_cache_names = names
+    return names
+
+
+def checkpointing(model: Any) -> bool:
+    """Whether activation (gradient) checkpointing is on in any of the model's modules, without the deprecated
+    `is_gradient_checkpointing` property of newer transformers."""
+    return any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
+
+
 def _can_share(model: Any, prompts: Sequence[Sequence[int]]) -> bool:
-    if getattr(model, "is_gradient_checkpointing", False) and model.training:
+    if checkpointing(model) and model.training:
         return False  # transformers turns the KV cache off under gradient checkpointing
     return len({tuple(p) for p in prompts}) < len(prompts)
 
@@ -311,7 +334,7 @@ def _attention(decoder: Any, n: int, length: int, device: torch.device) -> Any:
     small = 0 < n * heads * length * length * 4 * layers <= MATH_ATTENTION_BYTES
     # gradient checkpointing recomputes each layer in backward, outside this context (with the default
     # kernel): its saved tensors would not match, so checkpointed models keep the default kernel throughout
-    if (device.type != "cpu" or not small or getattr(decoder, "gradient_checkpointing", False)
+    if (device.type != "cpu" or not small or checkpointing(decoder)
             or not torch.is_autocast_enabled(device.type)):  # in fp32 the two kernels measured the same speed
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel

@@ -163,7 +163,10 @@ def load_model(model_cfg: Any, for_training: bool = True) -> tuple[Any, Any]:
         except ValueError as e:
             raise UserError(f"--lora-targets {model_cfg.lora_targets}: {e}") from None
     if model_cfg.gradient_checkpointing and for_training:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x names it so (the old name warns)
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
     return model, tokenizer
