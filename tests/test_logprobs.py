@@ -35,11 +35,17 @@ def batch(request, tiny_model_dir):
 
 @pytest.fixture(params=["auto", "packed", "shared", "full"])
 def layout(request, monkeypatch):
-    """Every way rows can go through the decoder (`logprobs.LAYOUT`) must give the same numbers."""
+    """Every way rows can go through the decoder (`logprobs.LAYOUT`) must give the same numbers; a forced
+    layout must also be the one that ran (no silent fallback)."""
     import grpolab.logprobs as L
 
     monkeypatch.setattr(L, "LAYOUT", request.param)
-    return request.param
+    seen = _spy_layouts(monkeypatch)
+    yield request.param
+    if request.param == "packed":
+        assert seen and set(seen) == {"_hidden_packed"}, seen
+    elif request.param == "full":
+        assert seen and set(seen) == {"_hidden_full"}, seen
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
@@ -263,6 +269,20 @@ def test_the_layout_packs_short_uneven_rows_and_pads_long_even_ones(tiny_model_d
     assert pick([40, 3, 3, 3, 3, 3, 3, 3], 40) == "packed"
     assert pick([200] * 8, 200) == "shared"
     assert pick([40, 3, 3, 3, 3, 3, 3, 3], 40, holes=True) == "shared"
+    monkeypatch.setattr(L, "PACKED_MASK_BYTES", 1000)
+    assert pick([40, 3, 3, 3, 3, 3, 3, 3], 40) == "shared"  # its (U, L, L) mask copies would not fit
+    monkeypatch.undo()
+    cfg = decoder.config
+    monkeypatch.setattr(cfg, "layer_types", ["full_attention", "sliding_attention"], raising=False)
+    assert pick([40, 3, 3, 3, 3, 3, 3, 3], 40) == "shared"  # a sliding layer has its own mask
+    monkeypatch.undo()
+    monkeypatch.setattr(cfg, "sliding_window", 16, raising=False)
+    monkeypatch.setattr(cfg, "use_sliding_window", True, raising=False)
+    assert pick([40, 3, 3, 3, 3, 3, 3, 3], 40) == "shared"  # packed length 3 + 39 + 7 x 2 > the window
+    monkeypatch.setattr(cfg, "use_sliding_window", False)
+    assert pick([40, 3, 3, 3, 3, 3, 3, 3], 40) == "packed"  # a window that is switched off does not count
+    monkeypatch.undo()
+    assert pick([40, 3, 3, 3, 3, 3, 3, 3], 40) == "packed"
     monkeypatch.setattr(decoder.config, "_attn_implementation", "flash_attention_2")
     assert pick([40, 3, 3, 3, 3, 3, 3, 3], 40) == "shared"  # no custom masks in that kernel
 
@@ -285,11 +305,65 @@ def test_gradient_checkpointing_scores_packed_rows(tiny_model_dir, monkeypatch):
         return [p.grad.clone() for p in model.parameters()]
 
     model.train()
-    plain = grads()
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.zero_grad()
+    lp, _ = _naive(model, prompts, ids, mask, 1.0, tok.pad_token_id)
+    lp.sum().backward()
+    naive = [p.grad.clone() for p in model.parameters()]
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     seen = _spy_layouts(monkeypatch)
     ckpt = grads()
-    model.gradient_checkpointing_disable()
-    assert seen == ["_hidden_packed"]
-    for a, b in zip(plain, ckpt):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    model.eval()  # old log-probs are scored in eval mode: the same layout as the update's pass
+    with torch.no_grad():
+        token_logprobs(model, prompts, ids, mask, 1.0, tok.pad_token_id)
+    model.activation_checkpointing_disable()
+    assert seen == ["_hidden_packed", "_hidden_packed"]
+    for a, b in zip(naive, ckpt):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_the_layout_of_a_checkpointed_model_does_not_depend_on_train_or_eval_mode(tiny_model_dir):
+    """Old log-probs are scored in eval mode, the update in train mode: with checkpointing on, both must take the
+    same layout, or a lagging batch's ratio is off 1 by the layouts' rounding (1e-2 in bf16)."""
+    import grpolab.logprobs as L
+
+    model, _ = load_model(Config.from_flat(model=str(tiny_model_dir)).model)
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    for lengths in ([24] * 8, [24, 3, 3, 3, 3, 3, 3, 3]):
+        mask = (torch.arange(24)[None] < torch.tensor(lengths)[:, None]).float()
+        picks = []
+        for train in (True, False):
+            model.train(train)
+            picks.append(L._layout(model, model.model, [[1] * 40] * 8, mask)[0])
+        assert picks[0] == picks[1], (lengths, picks)
+
+
+def test_models_with_layers_that_carry_state_across_positions_are_never_packed():
+    """A hybrid's Mamba or linear-attention layers would run through every row of a packed sequence."""
+    from torch import nn
+
+    from grpolab.logprobs import _plain_attention_layers
+
+    class Attention(nn.Module):
+        pass
+
+    class MambaMixer(nn.Module):
+        pass
+
+    def decoder(*kinds):
+        layers = []
+        for kind in kinds:
+            layer = nn.Module()
+            if kind == "attention":
+                layer.self_attn = Attention()
+            else:
+                layer.mixer = MambaMixer()
+            layers.append(layer)
+        d = nn.Module()
+        d.layers = nn.ModuleList(layers)
+        return d
+
+    assert _plain_attention_layers(decoder("attention", "attention"))
+    assert not _plain_attention_layers(decoder("attention", "mamba"))
+    both = decoder("attention", "attention")
+    both.layers[1].self_attn.conv = MambaMixer()  # stateful module inside an attention layer
+    assert not _plain_attention_layers(both)

@@ -252,13 +252,21 @@ def checkpointing(model: Any) -> bool:
 
 
 def _can_share(model: Any, prompts: Sequence[Sequence[int]]) -> bool:
-    if checkpointing(model) and model.training:
-        return False  # transformers turns the KV cache off under gradient checkpointing
+    if checkpointing(model):
+        # transformers turns the KV cache off under gradient checkpointing in training; refused in eval mode too,
+        # so that old log-probs scored in eval mode take the layout the update's pass takes (an exact ratio of 1)
+        return False
     return len({tuple(p) for p in prompts}) < len(prompts)
 
 
 LAYOUT = "auto"  # how rows go through the decoder: "auto" (the cheaper of the two below), "packed", "shared", "full"
 PACKABLE_ATTENTION = ("sdpa", "eager")  # kernels that take an arbitrary (U, 1, L, L) mask
+# The packed mask is turned into a float copy per layer by sdpa (and kept for backward): packing is refused when
+# those copies, 4 bytes per (U, L, L) entry and layer, would pass this (SmolLM2, G=8, 64 tokens: ~20 MB)
+PACKED_MASK_BYTES = 256 << 20
+# layer kinds that carry state across positions (SSM, linear attention, convolutions) would run through all the
+# rows of a packed sequence: models with any such module are never packed
+_STATEFUL = ("mamba", "ssm", "linearattention", "linear_attention", "gateddelta", "conv", "rwkv", "recurrent")
 
 
 def _decoder_params(decoder: Any) -> int:
@@ -271,12 +279,28 @@ def _decoder_params(decoder: Any) -> int:
     return count
 
 
-def _can_pack(decoder: Any, mask: torch.Tensor, length: int) -> bool:
+def _plain_attention_layers(decoder: Any) -> bool:
+    """Every decoder layer is attention (a `self_attn`) and no module keeps state across positions; cached."""
+    ok = getattr(decoder, "_grpolab_plain_layers", None)
+    if ok is None:
+        layers = getattr(decoder, "layers", None)
+        ok = (layers is not None and len(layers) > 0 and all(hasattr(layer, "self_attn") for layer in layers)
+              and not any(word in type(m).__name__.lower() for m in decoder.modules() for word in _STATEFUL))
+        decoder._grpolab_plain_layers = ok
+    return ok
+
+
+def _can_pack(decoder: Any, mask: torch.Tensor, length: int, sequences: int = 1) -> bool:
     cfg = getattr(decoder, "config", None)
     if cfg is None or getattr(cfg, "_attn_implementation", None) not in PACKABLE_ATTENTION:
         return False  # e.g. flash-attention 2 takes no custom mask
     if any(kind != "full_attention" for kind in (getattr(cfg, "layer_types", None) or [])):
         return False  # sliding-window or chunked layers: their own masks, not this one
+    if not _plain_attention_layers(decoder):
+        return False
+    layers = getattr(cfg, "num_hidden_layers", 0) or 1
+    if 4 * sequences * length * length * layers > PACKED_MASK_BYTES:
+        return False
     window = getattr(cfg, "sliding_window", None) if getattr(cfg, "use_sliding_window", True) else None
     if window and length > window:
         return False
@@ -304,7 +328,7 @@ def _layout(model: Any, decoder: Any, prompts: Sequence[Sequence[int]],
     if LAYOUT == "full" or (LAYOUT == "shared" and not shared):
         return "full", padded_rows, padded_len
     packed_len = max(unique.values())
-    if LAYOUT == "shared" or not _can_pack(decoder, mask, packed_len):
+    if LAYOUT == "shared" or not _can_pack(decoder, mask, packed_len, len(unique)):
         return ("shared" if shared else "full"), padded_rows, padded_len
     if LAYOUT == "packed":
         return "packed", len(unique), packed_len
