@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 
 from grpolab.passes import (_hidden_full, _hidden_packed, _hidden_shared, _prefix_lengths,  # noqa: F401
-                             _select_cache_rows, pack_rows)
+                             _select_cache_rows, pack_rows, packed_lengths)
 
 CHUNK_ROWS = 256  # rows of (rows x V) logits alive at once: 256 x 49k x 4 B = 50 MB for SmolLM2
 
@@ -163,8 +163,8 @@ def _can_pack(decoder: Any, mask: torch.Tensor, length: int, sequences: int = 1)
     return _prefix_lengths(mask) is not None
 
 
-def _layout(model: Any, decoder: Any, prompts: Sequence[Sequence[int]],
-            mask: torch.Tensor) -> tuple[str, int, int]:
+def _layout(model: Any, decoder: Any, prompts: Sequence[Sequence[int]], mask: torch.Tensor,
+            share_prompts: bool = True) -> tuple[str, int, int]:
     """(layout, sequences, sequence length) for this pass: "packed" (`_hidden_packed`) when its estimated compute
     is below the padded layout's, else "shared" (`_hidden_shared`) when rows share prompts, else "full".
 
@@ -175,14 +175,12 @@ def _layout(model: Any, decoder: Any, prompts: Sequence[Sequence[int]],
     about 25% dearer)."""
     n, T = mask.shape
     width = max(int(mask.sum(dim=1).max()), 1)
-    unique: dict[tuple[int, ...], int] = {}
-    for p, k in zip(prompts, mask.sum(dim=1).tolist()):
-        unique[tuple(p)] = unique.get(tuple(p), len(p)) + max(int(k) - 1, 0)
     P = max(len(p) for p in prompts)
     padded_rows, padded_len = n, P + T
-    shared = _can_share(model, prompts)
-    if LAYOUT == "full" or (LAYOUT == "shared" and not shared):
+    shared = share_prompts and _can_share(model, prompts)
+    if not share_prompts or LAYOUT == "full" or (LAYOUT == "shared" and not shared):
         return "full", padded_rows, padded_len
+    unique = packed_lengths(prompts, mask)
     packed_len = max(unique.values())
     if LAYOUT == "shared" or not _can_pack(decoder, mask, packed_len, len(unique)):
         return ("shared" if shared else "full"), padded_rows, padded_len
@@ -230,8 +228,7 @@ def token_logprobs(model: Any, prompts: Sequence[Sequence[int]], completion_ids:
     keep_threshold (n, T): re-apply the sampler's top-k/top-p kept set (see `_TokenLogprob`)."""
     device = next(model.parameters()).device
     decoder, lm_head = _parts(model)
-    layout, rows, length = _layout(model, decoder, prompts, mask) if share_prompts else (
-        "full", completion_ids.shape[0], max(len(p) for p in prompts) + completion_ids.shape[1])
+    layout, rows, length = _layout(model, decoder, prompts, mask, share_prompts)
     forward = {"packed": _hidden_packed, "shared": _hidden_shared, "full": _hidden_full}[layout]
     with _attention(decoder, rows, length, device):
         hidden = forward(decoder, prompts, completion_ids, mask, pad_id, device)

@@ -90,6 +90,15 @@ def _prefix_lengths(mask: torch.Tensor) -> torch.Tensor | None:
     return lengths if bool((mask.bool() == prefix).all()) else None
 
 
+def packed_lengths(prompts: Sequence[Sequence[int]], mask: torch.Tensor) -> dict[tuple[int, ...], int]:
+    """Length of each packed sequence (`_hidden_packed`), by distinct prompt in order of first use: the prompt,
+    then every row's counted tokens but the last (the last is only predicted, never fed)."""
+    sizes: dict[tuple[int, ...], int] = {}
+    for p, k in zip(prompts, mask.sum(dim=1).tolist()):
+        sizes[tuple(p)] = sizes.get(tuple(p), len(p)) + max(int(k) - 1, 0)
+    return sizes
+
+
 def _hidden_packed(decoder: Any, prompts: Sequence[Sequence[int]], completion_ids: torch.Tensor, mask: torch.Tensor,
                    pad_id: int, device: torch.device) -> torch.Tensor:
     """Same result as `_hidden_full`, from one sequence per distinct prompt: the prompt, then the counted tokens
