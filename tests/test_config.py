@@ -117,3 +117,19 @@ def test_the_demo_preset_is_a_valid_configuration():
     assert (cfg.task.digits, cfg.task.terms) == (1, 3) and cfg.rollout.rollout_quant == "fp16"
     assert cfg.train.max_minutes > 0 and cfg.train.lr_schedule == "cosine"  # decays over the time budget
     assert cfg.eval.eval_every_minutes > 0  # the demo shows held-out accuracy while it trains
+
+
+def test_the_demo_takes_the_bf16_settings_only_on_a_cpu_with_amx(monkeypatch):
+    """E23: on AMX CPUs bf16 sampling + bf16 update + 4 steps per rollout call gained more; elsewhere bf16 is slower."""
+    from grpolab import runtime
+    from grpolab.presets import DEMO, DEMO_AMX, demo_settings
+
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+    settings, why = demo_settings("cpu")
+    assert settings == {**DEMO, **DEMO_AMX} and "AMX" in why
+    cfg = Config.from_flat(**settings)
+    assert (cfg.rollout.rollout_quant, cfg.train.autocast, cfg.train.steps_per_generation) == ("bf16", "bf16", 4)
+    assert cfg.algo.tis_cap == 2.0  # the bf16 sampler's mismatch is corrected
+    for flags in ({"avx2", "fma"}, {"avx512f", "avx512_bf16"}):  # the AMD machine; a Xeon without AMX
+        monkeypatch.setattr(runtime, "cpu_flags", lambda flags=flags: flags)
+        assert demo_settings("cpu") == (DEMO, "")

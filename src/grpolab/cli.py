@@ -116,10 +116,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from grpolab.presets import DEMO
+    from grpolab.presets import DEMO_AMX, demo_settings
     from grpolab.trainer import train
 
-    cfg = _config_from_args(args, base=DEMO)
+    base, why = demo_settings(getattr(args, "device", "auto"))
+    if why and not set(vars(args)) & set(DEMO_AMX):  # said only where the flags given do not decide it
+        print(why, flush=True)
+    cfg = _config_from_args(args, base=base)
     result = train(cfg)
     return 130 if result.interrupted else 0
 
