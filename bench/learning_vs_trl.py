@@ -126,9 +126,12 @@ def worker_grpolab(a: argparse.Namespace) -> dict[str, Any]:
         result = train(Config.from_flat(settings))
         records = read_jsonl(result.run_dir / "metrics.jsonl")
         shutil.copy(result.run_dir / "metrics.jsonl", a.out.with_suffix(".metrics.jsonl"))  # per-step record, kept
-    curve = [{"train_seconds": r["train_seconds"], "step": r["step"], "accuracy": r["eval_accuracy"],
-              "accuracy_strict": r["eval_accuracy_strict"], "length": r["eval_length"], "lr": r.get("lr")}
-             for r in records if "eval_accuracy" in r]
+    curve, lr = [], None
+    for r in records:  # evaluation records carry no lr: report the rate of the step just before
+        lr = r.get("lr", lr)
+        if "eval_accuracy" in r:
+            curve.append({"train_seconds": r["train_seconds"], "step": r["step"], "accuracy": r["eval_accuracy"],
+                          "accuracy_strict": r["eval_accuracy_strict"], "length": r["eval_length"], "lr": lr})
     name = "grpolab" + ("-int8" if a.quant == "int8" else "") + (f"-{a.label}" if a.label else "")
     return {"system": name, "task": a.task, "seed": a.seed, "curve": curve, "steps": result.steps_done,
             "peak_rss_gb": peak_rss_gb()}
